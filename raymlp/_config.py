@@ -1,0 +1,127 @@
+"""Configuration, resolved in one place: explicit argument, then ``RAYMLP_*`` variable, then default.
+
+==========================  ==============================  =====================================
+setting                     variable                        default
+==========================  ==============================  =====================================
+ray_address                 RAYMLP_RAY_ADDRESS, RAY_ADDRESS  None: start a local Ray instance
+tracking_uri                RAYMLP_TRACKING_URI             sqlite:///<cwd>/.raymlp/mlflow.db
+artifact_root               RAYMLP_ARTIFACT_ROOT            <cwd>/.raymlp/artifacts
+storage_root                RAYMLP_STORAGE_ROOT             <cwd>/.raymlp/storage (any fsspec URL)
+experiment                  RAYMLP_EXPERIMENT               "raymlp"
+==========================  ==============================  =====================================
+
+This is the only module that reads the environment. :func:`get` caches the resolved
+:class:`Config`; :func:`configure` overrides fields; :func:`reset` drops both (tests use it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping
+
+from raymlp.errors import ConfigError
+
+__all__ = ["Config", "configure", "get", "reset"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """The resolved raymlp configuration.
+
+    Attributes:
+        ray_address: address of an existing Ray cluster, or None to start a local instance.
+        tracking_uri: the MLflow tracking URI (a local SQLite store by default).
+        artifact_root: where a local MLflow store keeps artifacts.
+        storage_root: root of checkpoints and job outputs; a local path or any fsspec URL.
+        experiment: the default MLflow experiment name.
+    """
+
+    ray_address: str | None
+    tracking_uri: str
+    artifact_root: str
+    storage_root: str
+    experiment: str
+
+    def __post_init__(self) -> None:
+        for name in ("tracking_uri", "artifact_root", "storage_root", "experiment"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"Config.{name} must be a non-empty string, got {value!r}")
+
+    def env(self) -> dict[str, str]:
+        """The ``RAYMLP_*`` variables that reproduce this configuration in another process."""
+        out = {
+            "RAYMLP_TRACKING_URI": self.tracking_uri,
+            "RAYMLP_ARTIFACT_ROOT": self.artifact_root,
+            "RAYMLP_STORAGE_ROOT": self.storage_root,
+            "RAYMLP_EXPERIMENT": self.experiment,
+        }
+        if self.ray_address:
+            out["RAYMLP_RAY_ADDRESS"] = self.ray_address
+        return out
+
+
+_overrides: dict[str, object] = {}
+_cached: Config | None = None
+
+
+def _resolve(environ: Mapping[str, str]) -> Config:
+    home = Path(environ.get("RAYMLP_HOME") or Path.cwd() / ".raymlp").resolve()
+
+    def pick(name: str, *variables: str, default: str | None) -> str | None:
+        if name in _overrides:
+            return _overrides[name]  # type: ignore[return-value]
+        for var in variables:
+            if environ.get(var):
+                return environ[var]
+        return default
+
+    return Config(
+        ray_address=pick("ray_address", "RAYMLP_RAY_ADDRESS", "RAY_ADDRESS", default=None),
+        tracking_uri=pick(
+            "tracking_uri", "RAYMLP_TRACKING_URI", "MLFLOW_TRACKING_URI",
+            default=f"sqlite:///{home / 'mlflow.db'}",
+        ),
+        artifact_root=pick("artifact_root", "RAYMLP_ARTIFACT_ROOT", default=str(home / "artifacts")),
+        storage_root=pick("storage_root", "RAYMLP_STORAGE_ROOT", default=str(home / "storage")),
+        experiment=pick("experiment", "RAYMLP_EXPERIMENT", default="raymlp"),
+    )
+
+
+def get() -> Config:
+    """The current configuration (resolved once, then cached)."""
+    global _cached
+    if _cached is None:
+        _cached = _resolve(os.environ)
+    return _cached
+
+
+def configure(**fields: object) -> Config:
+    """Override configuration fields for this process; returns the new configuration.
+
+    Raises:
+        ConfigError: on an unknown field name or an invalid value.
+    """
+    global _cached
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"unknown configuration field(s) {unknown}; allowed: {sorted(known)}")
+    previous = dict(_overrides)
+    _overrides.update({k: v for k, v in fields.items() if v is not None})
+    try:
+        _cached = _resolve(os.environ)
+    except ConfigError:
+        _overrides.clear()
+        _overrides.update(previous)
+        raise
+    return _cached
+
+
+def reset() -> None:
+    """Forget overrides and the cached configuration (the environment is read again)."""
+    global _cached
+    _overrides.clear()
+    _cached = None

@@ -1,0 +1,107 @@
+"""Connecting to Ray: one idempotent :func:`init` for scripts, Ray jobs and Jupyter kernels."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+
+from raymlp import _config
+from raymlp.errors import ConfigError
+
+__all__ = ["RuntimeInfo", "init", "shutdown"]
+
+_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeInfo:
+    """What :func:`init` connected to.
+
+    Attributes:
+        address: the Ray cluster's GCS address.
+        local: True when raymlp started the Ray instance itself.
+        resources: the cluster's total resources at connection time.
+        tracking_uri: the MLflow tracking URI in use.
+    """
+
+    address: str
+    local: bool
+    resources: dict
+    tracking_uri: str
+
+    def _repr_html_(self) -> str:  # Jupyter
+        cpus = self.resources.get("CPU", 0)
+        gpus = self.resources.get("GPU", 0)
+        kind = "local" if self.local else "remote"
+        return (
+            f"<b>raymlp</b> on a {kind} Ray cluster <code>{self.address}</code>: "
+            f"{cpus:g} CPUs, {gpus:g} GPUs; tracking <code>{self.tracking_uri}</code>"
+        )
+
+
+_info: RuntimeInfo | None = None
+
+
+def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+         dashboard: bool = False) -> RuntimeInfo:
+    """Connect to Ray, starting a local instance when no cluster address is configured.
+
+    The address comes from ``address``, then ``RAYMLP_RAY_ADDRESS`` / ``RAY_ADDRESS``. Inside a
+    Ray job the job's cluster is used. Calling it again returns the same connection.
+
+    Args:
+        address: a Ray cluster address (``"auto"``, ``"host:6379"`` or ``"ray://host:10001"``).
+        num_cpus: CPUs of a local instance (default: all of this machine's).
+        num_gpus: GPUs of a local instance (default: those Ray detects).
+        dashboard: start Ray's dashboard with a local instance (needed for job submission).
+
+    Returns:
+        RuntimeInfo: the address, whether it is local, and the cluster's resources.
+
+    Raises:
+        ConfigError: the address cannot be reached.
+    """
+    global _info
+    import ray
+
+    with _lock:
+        if ray.is_initialized() and _info is not None:
+            return _info
+        cfg = _config.get()
+        address = address or cfg.ray_address
+        if not ray.is_initialized():
+            # Ray workers started by this driver see the same raymlp configuration.
+            os.environ.update(cfg.env())
+            kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING",
+                            "log_to_driver": True}
+            if address:
+                try:
+                    ray.init(address=address, **kwargs)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    raise ConfigError(
+                        f"cannot connect to the Ray cluster at ray_address={address!r}: {exc}"
+                    ) from exc
+            else:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
+                         include_dashboard=dashboard, **kwargs)
+        ctx = ray.get_runtime_context()
+        _info = RuntimeInfo(
+            address=ctx.gcs_address,
+            local=not address,
+            resources={k: float(v) for k, v in ray.cluster_resources().items()
+                       if not k.startswith("node:") and not k.startswith("accelerator_type")},
+            tracking_uri=cfg.tracking_uri,
+        )
+        return _info
+
+
+def shutdown() -> None:
+    """Disconnect from Ray (and stop a local instance that :func:`init` started)."""
+    global _info
+    import ray
+
+    with _lock:
+        _info = None
+        if ray.is_initialized():
+            ray.shutdown()

@@ -1,0 +1,3 @@
+"""raymlp.pipelines: not built yet."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""raymlp.serve: not built yet."""
+
+__all__: list[str] = []

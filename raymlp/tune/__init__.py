@@ -1,0 +1,3 @@
+"""raymlp.tune: not built yet."""
+
+__all__: list[str] = []
