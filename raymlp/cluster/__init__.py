@@ -1,3 +1,58 @@
-"""raymlp.cluster: KubeRay resources, their validation, and Ray job submission."""
+"""raymlp.cluster: KubeRay resources, their validation, and Ray job submission.
 
-__all__: list[str] = []
+Specs render ``ray.io/v1`` manifests that are validated against the KubeRay CRD schemas and
+the operator's cross-field rules before anything is sent::
+
+    from raymlp import cluster
+
+    job = cluster.RayJobSpec(
+        name="digits",
+        entrypoint="python train.py",
+        cluster=cluster.RayClusterSpec(workers=[cluster.WorkerGroup(name="gpu", replicas=4, gpus=4)]),
+    )
+    client = cluster.KubeRayClient(namespace="team-a")
+    client.apply(job)
+    client.wait("RayJob", "digits", timeout=3600)
+
+Jobs can also go straight to any Ray head through Ray's Job Submission API
+(:func:`submit_job`, the ``raymlp submit`` command).
+"""
+
+from raymlp.cluster._client import KubeRayClient, KubernetesError, ResourceStatus
+from raymlp.cluster._crds import KUBERAY_VERSION
+from raymlp.cluster._specs import (
+    Autoscaling,
+    GcsFaultTolerance,
+    HeadGroup,
+    RayClusterSpec,
+    RayJobSpec,
+    RayServiceSpec,
+    ServeApplication,
+    WorkerGroup,
+    to_yaml,
+)
+from raymlp.cluster._submit import JobConnectionError, connect, follow_job, submit_job
+from raymlp.cluster._validate import ValidationIssue, is_ray_resource, validate_manifest
+
+__all__ = [
+    "KUBERAY_VERSION",
+    "Autoscaling",
+    "GcsFaultTolerance",
+    "HeadGroup",
+    "RayClusterSpec",
+    "RayJobSpec",
+    "RayServiceSpec",
+    "ServeApplication",
+    "WorkerGroup",
+    "ValidationIssue",
+    "is_ray_resource",
+    "validate_manifest",
+    "to_yaml",
+    "KubeRayClient",
+    "KubernetesError",
+    "ResourceStatus",
+    "JobConnectionError",
+    "connect",
+    "submit_job",
+    "follow_job",
+]

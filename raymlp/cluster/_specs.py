@@ -1,0 +1,716 @@
+"""Specs for Ray clusters, jobs and services on KubeRay, rendered to ``ray.io/v1`` manifests.
+
+A spec is a frozen, keyword-only dataclass checked in ``__post_init__``; ``render()`` builds
+the manifest as plain data and runs it through :func:`raymlp.cluster.validate_manifest`, so a
+rendered manifest is valid against the KubeRay CRD and the operator's rules by construction.
+The CRD schema is the serialization contract here; it is stricter and more complete than a
+hand-written pydantic model of it would be, so the manifest is built as dicts and checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Mapping, Sequence, Union
+
+import yaml
+
+from raymlp.cluster._validate import MAX_NAME_LENGTH, SUBMISSION_MODES, validate_manifest
+from raymlp.errors import SpecError
+
+__all__ = [
+    "HeadGroup",
+    "WorkerGroup",
+    "Autoscaling",
+    "GcsFaultTolerance",
+    "RayClusterSpec",
+    "RayJobSpec",
+    "ServeApplication",
+    "RayServiceSpec",
+    "to_yaml",
+]
+
+try:
+    #: The Ray version clusters default to: the one raymlp runs with here, so client and
+    #: cluster agree (Ray requires the same version on both sides of a job submission).
+    DEFAULT_RAY_VERSION = version("ray")
+except PackageNotFoundError:  # pragma: no cover - ray is a core dependency
+    DEFAULT_RAY_VERSION = "2.60.0"
+
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_VERSION_TAG = re.compile(r"^(\d+\.\d+\.\d+)")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*[:.][A-Za-z_]\w*$")
+Number = Union[int, float]
+
+
+def _fail(field: str, value: Any, allowed: str) -> SpecError:
+    return SpecError(f"{field} must be {allowed}, got {value!r}", field=field, value=value)
+
+
+def _check_name(field: str, value: Any, limit: int) -> None:
+    if not isinstance(value, str) or not _DNS1035.match(value) or len(value) > limit:
+        raise _fail(
+            field,
+            value,
+            f"a DNS-1035 label of at most {limit} characters (lower-case letters, digits and "
+            "'-', starting with a letter)",
+        )
+
+
+def _quantity(field: str, value: Any, *, allow_zero: bool = False) -> str:
+    """A Kubernetes quantity string from an int, float or string."""
+    if isinstance(value, bool):
+        raise _fail(field, value, "a number or a Kubernetes quantity string such as '500m' or '4Gi'")
+    if isinstance(value, (int, float)):
+        if value < 0 or (value == 0 and not allow_zero):
+            raise _fail(field, value, "> 0")
+        if float(value).is_integer():
+            return str(int(value))
+        return f"{round(value * 1000)}m"
+    if isinstance(value, str) and _QUANTITY.match(value):
+        return value
+    raise _fail(field, value, "a number or a Kubernetes quantity string such as '500m' or '4Gi'")
+
+
+def _str_map(field: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise _fail(field, value, "a mapping of strings to strings")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or isinstance(v, (dict, list, tuple)) or v is None:
+            raise _fail(f"{field}[{k!r}]", v, "a string (or a number/bool, which is quoted)")
+        # KubeRay wants rayStartParams/env/labels values as strings; quote scalars for the user.
+        out[k] = str(v).lower() if isinstance(v, bool) else str(v)
+    return out
+
+
+def _tolerations(field: str, value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, Mapping) for t in value):
+        raise _fail(field, value, "a sequence of toleration mappings ({'key': ..., 'effect': ...})")
+    return tuple(dict(t) for t in value)
+
+
+def _nonneg_int(field: str, value: Any, *, positive: bool = False) -> None:
+    low = 1 if positive else 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise _fail(field, value, f"an integer >= {low}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _PodGroup:
+    cpus: Number | str = 1
+    memory: str = "2Gi"
+    gpus: int = 0
+    gpu_resource: str = "nvidia.com/gpu"
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ray_start_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    env: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def _check_pod(self, owner: str) -> None:
+        _quantity(f"{owner}.cpus", self.cpus)
+        _quantity(f"{owner}.memory", self.memory)
+        _nonneg_int(f"{owner}.gpus", self.gpus)
+        if not isinstance(self.gpu_resource, str) or "/" not in self.gpu_resource:
+            raise _fail(f"{owner}.gpu_resource", self.gpu_resource, "an extended resource name like 'nvidia.com/gpu'")
+        object.__setattr__(self, "tolerations", _tolerations(f"{owner}.tolerations", self.tolerations))
+        object.__setattr__(self, "node_selector", _str_map(f"{owner}.node_selector", self.node_selector))
+        object.__setattr__(
+            self, "ray_start_params", _str_map(f"{owner}.ray_start_params", self.ray_start_params)
+        )
+        object.__setattr__(self, "env", _str_map(f"{owner}.env", self.env))
+
+    def _pod_template(self, *, container: str, image: str, ports: Sequence[tuple[str, int]],
+                      restart_never: bool, extra_env: Mapping[str, str] = {}) -> dict[str, Any]:
+        resources = {"cpu": _quantity("cpus", self.cpus), "memory": self.memory}
+        if self.gpus:
+            resources[self.gpu_resource] = str(self.gpus)
+        main: dict[str, Any] = {
+            "name": container,
+            "image": image,
+            # Requests equal to limits: Ray sizes itself from the limits, and a Guaranteed pod
+            # is not the first to be evicted under memory pressure.
+            "resources": {"limits": dict(resources), "requests": dict(resources)},
+        }
+        env = {**self.env, **extra_env}
+        if env:
+            main["env"] = [{"name": k, "value": v} for k, v in env.items()]
+        if ports:
+            main["ports"] = [{"name": n, "containerPort": p} for n, p in ports]
+        pod: dict[str, Any] = {"containers": [main]}
+        if self.tolerations:
+            pod["tolerations"] = [dict(t) for t in self.tolerations]
+        if self.gpus and not any(t.get("key") == self.gpu_resource for t in self.tolerations):
+            # GPU node pools are usually tainted with the GPU resource name.
+            pod["tolerations"] = [
+                *pod.get("tolerations", []),
+                {"key": self.gpu_resource, "operator": "Exists", "effect": "NoSchedule"},
+            ]
+        if self.node_selector:
+            pod["nodeSelector"] = dict(self.node_selector)
+        if restart_never:
+            pod["restartPolicy"] = "Never"
+        return {"spec": pod}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeadGroup(_PodGroup):
+    """The head pod of a Ray cluster.
+
+    Args:
+        cpus: CPU limit of the pod (number or quantity string).
+        memory: memory limit (quantity string, e.g. ``"8Gi"``).
+        gpus: GPUs on the head pod (usually 0).
+        gpu_resource: the extended resource name of the GPUs.
+        ray_cpus: CPUs the head advertises to Ray. The default 0 keeps tasks and actors off the
+            head, so GCS and the dashboard never compete with training; None lets Ray use all.
+        tolerations: pod tolerations.
+        node_selector: pod node selector.
+        ray_start_params: extra ``ray start`` parameters (values are rendered as strings).
+        env: environment variables of the Ray container.
+        service_type: Kubernetes Service type of the head service (e.g. ``"ClusterIP"``).
+
+    Example:
+        >>> HeadGroup(cpus=4, memory="8Gi").ray_cpus
+        0
+    """
+
+    cpus: Number | str = 2
+    memory: str = "4Gi"
+    ray_cpus: int | None = 0
+    service_type: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_pod("HeadGroup")
+        if self.ray_cpus is not None:
+            _nonneg_int("HeadGroup.ray_cpus", self.ray_cpus)
+        if self.service_type not in (None, "ClusterIP", "NodePort", "LoadBalancer"):
+            raise _fail("HeadGroup.service_type", self.service_type, "ClusterIP, NodePort, LoadBalancer or None")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WorkerGroup(_PodGroup):
+    """A group of identical Ray worker pods.
+
+    Args:
+        name: the group name (a DNS-1035 label).
+        replicas: pods to start with.
+        min_replicas: the autoscaler's lower bound (default: ``replicas``).
+        max_replicas: the autoscaler's upper bound (default: ``replicas``).
+        cpus: CPU limit per pod.
+        memory: memory limit per pod.
+        gpus: GPUs per pod, rendered as the ``gpu_resource`` limit.
+        gpu_resource: ``"nvidia.com/gpu"`` unless the nodes expose another name.
+        tolerations: pod tolerations (GPU groups also tolerate the GPU taint).
+        node_selector: pod node selector, e.g. a GPU node pool's label.
+        ray_start_params: extra ``ray start`` parameters.
+        env: environment variables of the Ray container.
+
+    Raises:
+        SpecError: on a bad name or ``min_replicas <= replicas <= max_replicas`` not holding.
+
+    Example:
+        >>> WorkerGroup(name="gpu", replicas=4, gpus=4).max_replicas
+        4
+    """
+
+    name: str
+    replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("WorkerGroup.name", self.name, 63)
+        self._check_pod(f"WorkerGroup[{self.name}]")
+        _nonneg_int("WorkerGroup.replicas", self.replicas)
+        low = self.replicas if self.min_replicas is None else self.min_replicas
+        high = self.replicas if self.max_replicas is None else self.max_replicas
+        _nonneg_int("WorkerGroup.min_replicas", low)
+        _nonneg_int("WorkerGroup.max_replicas", high)
+        if low > high:
+            raise _fail("WorkerGroup.min_replicas", low, f"<= max_replicas ({high})")
+        if not low <= self.replicas <= high:
+            raise _fail("WorkerGroup.replicas", self.replicas, f"between min_replicas ({low}) and max_replicas ({high})")
+        object.__setattr__(self, "min_replicas", low)
+        object.__setattr__(self, "max_replicas", high)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Autoscaling:
+    """KubeRay's in-tree Ray autoscaler.
+
+    Args:
+        version: ``"v2"`` (default; the autoscaler Ray recommends) or ``"v1"``.
+        idle_timeout_seconds: seconds a worker stays idle before it is removed.
+        upscaling_mode: ``"Default"``, ``"Aggressive"`` or ``"Conservative"``.
+    """
+
+    version: str = "v2"
+    idle_timeout_seconds: int = 60
+    upscaling_mode: str = "Default"
+
+    def __post_init__(self) -> None:
+        if self.version not in ("v1", "v2"):
+            raise _fail("Autoscaling.version", self.version, "'v1' or 'v2'")
+        _nonneg_int("Autoscaling.idle_timeout_seconds", self.idle_timeout_seconds)
+        if self.upscaling_mode not in ("Default", "Aggressive", "Conservative"):
+            raise _fail("Autoscaling.upscaling_mode", self.upscaling_mode, "'Default', 'Aggressive' or 'Conservative'")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GcsFaultTolerance:
+    """GCS fault tolerance with an external Redis, so the cluster survives a head pod restart.
+
+    Args:
+        redis_address: ``host:port`` (or ``redis://``/``rediss://`` URL) of the Redis.
+        password_secret: name of a Secret holding the Redis password (recommended), or None.
+        password_key: the key in that Secret.
+        external_storage_namespace: Redis key namespace; set it to keep a cluster's state when
+            the RayCluster is re-created under another name.
+    """
+
+    redis_address: str
+    password_secret: str | None = None
+    password_key: str = "password"
+    external_storage_namespace: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.redis_address, str) or not re.match(
+            r"^(rediss?://)?[^\s:/]+(:\d+)?/?$", self.redis_address
+        ):
+            raise _fail("GcsFaultTolerance.redis_address", self.redis_address, "'host:port' or a redis:// URL")
+        if self.password_secret is not None:
+            _check_name("GcsFaultTolerance.password_secret", self.password_secret, 253)
+
+    def render(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"redisAddress": self.redis_address}
+        if self.password_secret:
+            out["redisPassword"] = {
+                "valueFrom": {"secretKeyRef": {"name": self.password_secret, "key": self.password_key}}
+            }
+        if self.external_storage_namespace:
+            out["externalStorageNamespace"] = self.external_storage_namespace
+        return out
+
+
+def _image_version(image: str) -> str | None:
+    tag = image.rsplit("/", 1)[-1].partition(":")[2].partition("@")[0]
+    match = _VERSION_TAG.match(tag)
+    return match.group(1) if match else None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RayClusterSpec:
+    """A Ray cluster on KubeRay: one head and any number of worker groups.
+
+    Args:
+        name: the RayCluster name (at most 53 characters); may be None when the cluster is
+            embedded in a :class:`RayJobSpec` or :class:`RayServiceSpec`.
+        namespace: the Kubernetes namespace (None: the client's default).
+        ray_version: the Ray version of the image; KubeRay uses it to pick features.
+        image: the container image; default ``rayproject/ray:<ray_version>`` (``-gpu`` when a
+            group has GPUs). A versioned tag must agree with ``ray_version``.
+        head: the head group.
+        workers: the worker groups.
+        autoscaling: enable the in-tree autoscaler (None: fixed size).
+        gcs_fault_tolerance: GCS fault tolerance with an external Redis (None: off).
+        labels: metadata labels.
+        annotations: metadata annotations.
+
+    Raises:
+        SpecError: naming the field, the value and what is allowed.
+
+    Example:
+        >>> spec = RayClusterSpec(name="team-a", workers=[WorkerGroup(name="cpu", replicas=2)])
+        >>> spec.render()["spec"]["workerGroupSpecs"][0]["replicas"]
+        2
+    """
+
+    name: str | None = None
+    namespace: str | None = None
+    ray_version: str = DEFAULT_RAY_VERSION
+    image: str | None = None
+    head: HeadGroup = dataclasses.field(default_factory=HeadGroup)
+    workers: Sequence[WorkerGroup] = ()
+    autoscaling: Autoscaling | None = None
+    gcs_fault_tolerance: GcsFaultTolerance | None = None
+    labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            _check_name("RayClusterSpec.name", self.name, MAX_NAME_LENGTH["RayCluster"])
+        if self.namespace is not None:
+            _check_name("RayClusterSpec.namespace", self.namespace, 63)
+        if not isinstance(self.ray_version, str) or not re.match(r"^\d+\.\d+\.\d+", self.ray_version):
+            raise _fail("RayClusterSpec.ray_version", self.ray_version, "a Ray version like '2.60.0'")
+        if not isinstance(self.head, HeadGroup):
+            raise _fail("RayClusterSpec.head", self.head, "a HeadGroup")
+        workers = tuple(self.workers)
+        if not all(isinstance(w, WorkerGroup) for w in workers):
+            raise _fail("RayClusterSpec.workers", self.workers, "a sequence of WorkerGroup")
+        names = [w.name for w in workers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise _fail("RayClusterSpec.workers", dupes, "worker groups with unique names")
+        object.__setattr__(self, "workers", workers)
+        if self.image is not None:
+            if not isinstance(self.image, str) or not self.image.strip():
+                raise _fail("RayClusterSpec.image", self.image, "a container image reference")
+            tagged = _image_version(self.image)
+            if tagged is not None and tagged != self.ray_version:
+                raise SpecError(
+                    f"RayClusterSpec.image {self.image!r} carries Ray {tagged} but ray_version is "
+                    f"{self.ray_version!r}; they must agree (KubeRay picks features by rayVersion)",
+                    field="RayClusterSpec.image",
+                    value=self.image,
+                )
+        if self.autoscaling is not None and not isinstance(self.autoscaling, Autoscaling):
+            raise _fail("RayClusterSpec.autoscaling", self.autoscaling, "an Autoscaling or None")
+        if self.gcs_fault_tolerance is not None and not isinstance(self.gcs_fault_tolerance, GcsFaultTolerance):
+            raise _fail("RayClusterSpec.gcs_fault_tolerance", self.gcs_fault_tolerance, "a GcsFaultTolerance or None")
+        object.__setattr__(self, "labels", _str_map("RayClusterSpec.labels", self.labels))
+        object.__setattr__(self, "annotations", _str_map("RayClusterSpec.annotations", self.annotations))
+
+    @property
+    def resolved_image(self) -> str:
+        """The image every pod runs."""
+        if self.image:
+            return self.image
+        gpu = self.head.gpus or any(w.gpus for w in self.workers)
+        return f"rayproject/ray:{self.ray_version}{'-gpu' if gpu else ''}"
+
+    def cluster_spec(self, *, extra_head_ports: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+        """The body of a RayCluster ``spec`` (also embedded in RayJob and RayService)."""
+        image = self.resolved_image
+        v2 = self.autoscaling is not None and self.autoscaling.version == "v2"
+        head_params = {"dashboard-host": "0.0.0.0"}
+        if self.head.ray_cpus is not None:
+            head_params["num-cpus"] = str(self.head.ray_cpus)
+        head_params.update(self.head.ray_start_params)
+        ports = [("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), *extra_head_ports]
+        head: dict[str, Any] = {
+            "rayStartParams": head_params,
+            "template": self.head._pod_template(container="ray-head", image=image, ports=ports, restart_never=v2),
+        }
+        if self.head.service_type:
+            head["serviceType"] = self.head.service_type
+        spec: dict[str, Any] = {"rayVersion": self.ray_version, "headGroupSpec": head}
+        if self.autoscaling is not None:
+            spec["enableInTreeAutoscaling"] = True
+            spec["autoscalerOptions"] = {
+                "version": self.autoscaling.version,
+                "idleTimeoutSeconds": self.autoscaling.idle_timeout_seconds,
+                "upscalingMode": self.autoscaling.upscaling_mode,
+            }
+        if self.gcs_fault_tolerance is not None:
+            spec["gcsFaultToleranceOptions"] = self.gcs_fault_tolerance.render()
+        spec["workerGroupSpecs"] = [
+            {
+                "groupName": w.name,
+                "replicas": w.replicas,
+                "minReplicas": w.min_replicas,
+                "maxReplicas": w.max_replicas,
+                "rayStartParams": dict(w.ray_start_params),
+                "template": w._pod_template(container="ray-worker", image=image, ports=(), restart_never=v2),
+            }
+            for w in self.workers
+        ]
+        return spec
+
+    def render(self) -> dict[str, Any]:
+        """The ``ray.io/v1`` RayCluster manifest, validated.
+
+        Raises:
+            SpecError: when ``name`` is unset or the manifest breaks a CRD/operator rule.
+        """
+        if self.name is None:
+            raise _fail("RayClusterSpec.name", None, "set to render a standalone RayCluster")
+        return _finish("RayCluster", self.name, self.namespace, self.labels, self.annotations, self.cluster_spec())
+
+
+def _runtime_env(field: str, working_dir: str | None, pip: Sequence[str], env_vars: Mapping[str, Any],
+                 extra: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(extra, Mapping):
+        raise _fail(f"{field}.runtime_env", extra, "a mapping (a Ray runtime environment)")
+    env: dict[str, Any] = dict(extra)
+    if working_dir is not None:
+        if not isinstance(working_dir, str) or not working_dir:
+            raise _fail(f"{field}.working_dir", working_dir, "a path or a remote URI (https://, s3://, gs://)")
+        env["working_dir"] = working_dir
+    if isinstance(pip, str) or not all(isinstance(p, str) and p for p in pip):
+        raise _fail(f"{field}.pip", pip, "a sequence of pip requirement strings")
+    if pip:
+        env["pip"] = list(pip)
+    if env_vars:
+        env["env_vars"] = _str_map(f"{field}.env_vars", env_vars)
+    return env
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RayJobSpec:
+    """A Ray job on KubeRay, on a new cluster or on an existing one.
+
+    Args:
+        name: the RayJob name (at most 47 characters).
+        entrypoint: the command (a string, or an argv list that is shell-quoted).
+        cluster: run on a new cluster with this spec (its name/namespace are ignored).
+        existing_cluster: run on the existing RayCluster of this name instead.
+        namespace: the Kubernetes namespace.
+        working_dir: the runtime environment's working_dir (a remote URI on Kubernetes).
+        pip: pip requirements installed into the job's runtime environment.
+        env_vars: environment variables of the job.
+        runtime_env: further runtime environment fields.
+        shutdown_after_finish: delete the new cluster when the job finishes.
+        ttl_seconds_after_finished: seconds to keep the cluster after the job (needs
+            ``shutdown_after_finish``).
+        backoff_limit: retries of a failed job (each on a fresh cluster).
+        active_deadline_seconds: the job fails when it runs longer than this (None: no limit).
+        submission_mode: ``K8sJobMode`` (default), ``HTTPMode``, ``InteractiveMode`` or ``SidecarMode``.
+        labels: metadata labels.
+        annotations: metadata annotations.
+
+    Raises:
+        SpecError: naming the field, the value and what is allowed.
+
+    Example:
+        >>> RayJobSpec(name="hello", entrypoint="python -c 'print(1)'",
+        ...            existing_cluster="team-a").render()["spec"]["clusterSelector"]
+        {'ray.io/cluster': 'team-a'}
+    """
+
+    name: str
+    entrypoint: str | Sequence[str]
+    cluster: RayClusterSpec | None = None
+    existing_cluster: str | None = None
+    namespace: str | None = None
+    working_dir: str | None = None
+    pip: Sequence[str] = ()
+    env_vars: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    runtime_env: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    shutdown_after_finish: bool = True
+    ttl_seconds_after_finished: int = 0
+    backoff_limit: int = 0
+    active_deadline_seconds: int | None = None
+    submission_mode: str = "K8sJobMode"
+    labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name("RayJobSpec.name", self.name, MAX_NAME_LENGTH["RayJob"])
+        if self.namespace is not None:
+            _check_name("RayJobSpec.namespace", self.namespace, 63)
+        entry = self.entrypoint
+        if not isinstance(entry, str):
+            if not isinstance(entry, Sequence) or not all(isinstance(a, str) for a in entry):
+                raise _fail("RayJobSpec.entrypoint", entry, "a command string or a list of strings")
+            entry = shlex.join(entry)
+        if not entry.strip():
+            raise _fail("RayJobSpec.entrypoint", self.entrypoint, "a non-empty command")
+        object.__setattr__(self, "entrypoint", entry)
+        if (self.cluster is None) == (self.existing_cluster is None):
+            given = "neither" if self.cluster is None else "both"
+            raise SpecError(
+                "RayJobSpec.cluster (run on a new cluster) and RayJobSpec.existing_cluster (run on an "
+                f"existing one): exactly one must be set, got {given}",
+                field="RayJobSpec.cluster",
+                value=self.cluster,
+            )
+        if self.cluster is not None and not isinstance(self.cluster, RayClusterSpec):
+            raise _fail("RayJobSpec.cluster", self.cluster, "a RayClusterSpec")
+        if self.existing_cluster is not None:
+            _check_name("RayJobSpec.existing_cluster", self.existing_cluster, MAX_NAME_LENGTH["RayCluster"])
+        object.__setattr__(self, "pip", tuple(self.pip) if not isinstance(self.pip, str) else self.pip)
+        _runtime_env("RayJobSpec", self.working_dir, self.pip, self.env_vars, self.runtime_env)
+        _nonneg_int("RayJobSpec.ttl_seconds_after_finished", self.ttl_seconds_after_finished)
+        if self.ttl_seconds_after_finished and not self.shutdown_after_finish:
+            raise _fail(
+                "RayJobSpec.ttl_seconds_after_finished",
+                self.ttl_seconds_after_finished,
+                "0 unless shutdown_after_finish=True (there is no cluster to delete otherwise)",
+            )
+        if self.existing_cluster is not None and self.shutdown_after_finish:
+            # An existing cluster is not the job's to delete; the operator ignores the flag.
+            object.__setattr__(self, "shutdown_after_finish", False)
+        _nonneg_int("RayJobSpec.backoff_limit", self.backoff_limit)
+        if self.active_deadline_seconds is not None:
+            _nonneg_int("RayJobSpec.active_deadline_seconds", self.active_deadline_seconds, positive=True)
+        if self.submission_mode not in SUBMISSION_MODES:
+            raise _fail("RayJobSpec.submission_mode", self.submission_mode, f"one of {list(SUBMISSION_MODES)}")
+        if self.submission_mode == "InteractiveMode" and self.backoff_limit:
+            raise _fail("RayJobSpec.backoff_limit", self.backoff_limit, "0 in InteractiveMode")
+        object.__setattr__(self, "labels", _str_map("RayJobSpec.labels", self.labels))
+        object.__setattr__(self, "annotations", _str_map("RayJobSpec.annotations", self.annotations))
+
+    def render(self) -> dict[str, Any]:
+        """The ``ray.io/v1`` RayJob manifest, validated."""
+        spec: dict[str, Any] = {"entrypoint": self.entrypoint}
+        env = _runtime_env("RayJobSpec", self.working_dir, self.pip, self.env_vars, self.runtime_env)
+        if env:
+            spec["runtimeEnvYAML"] = yaml.safe_dump(env, sort_keys=False)
+        spec["shutdownAfterJobFinishes"] = self.shutdown_after_finish
+        if self.ttl_seconds_after_finished:
+            spec["ttlSecondsAfterFinished"] = self.ttl_seconds_after_finished
+        spec["backoffLimit"] = self.backoff_limit
+        if self.active_deadline_seconds is not None:
+            spec["activeDeadlineSeconds"] = self.active_deadline_seconds
+        if self.submission_mode != "K8sJobMode":
+            spec["submissionMode"] = self.submission_mode
+        if self.cluster is not None:
+            spec["rayClusterSpec"] = self.cluster.cluster_spec()
+        else:
+            spec["clusterSelector"] = {"ray.io/cluster": self.existing_cluster}
+        return _finish("RayJob", self.name, self.namespace, self.labels, self.annotations, spec)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServeApplication:
+    """One Ray Serve application of a :class:`RayServiceSpec`.
+
+    Args:
+        name: the application name.
+        import_path: ``module:attribute`` of the application (a bound deployment or builder).
+        route_prefix: the HTTP route prefix.
+        args: arguments passed to an application builder.
+        runtime_env: the application's Ray runtime environment.
+        deployments: per-deployment overrides (Serve config ``deployments`` entries), e.g.
+            ``{"name": "Model", "autoscaling_config": {"min_replicas": 2, "max_replicas": 10}}``.
+    """
+
+    name: str
+    import_path: str
+    route_prefix: str = "/"
+    args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    runtime_env: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    deployments: Sequence[Mapping[str, Any]] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise _fail("ServeApplication.name", self.name, "a non-empty string")
+        if not isinstance(self.import_path, str) or not _IMPORT_PATH.match(self.import_path):
+            raise _fail("ServeApplication.import_path", self.import_path, "'module:attribute'")
+        if not isinstance(self.route_prefix, str) or not self.route_prefix.startswith("/"):
+            raise _fail("ServeApplication.route_prefix", self.route_prefix, "a path starting with '/'")
+        for field in ("args", "runtime_env"):
+            if not isinstance(getattr(self, field), Mapping):
+                raise _fail(f"ServeApplication.{field}", getattr(self, field), "a mapping")
+        deployments = tuple(self.deployments)
+        for i, dep in enumerate(deployments):
+            if not isinstance(dep, Mapping) or not isinstance(dep.get("name"), str):
+                raise _fail(f"ServeApplication.deployments[{i}]", dep, "a mapping with a 'name'")
+        object.__setattr__(self, "deployments", deployments)
+
+    def config(self) -> dict[str, Any]:
+        """This application's entry in a Serve config file."""
+        out: dict[str, Any] = {"name": self.name, "import_path": self.import_path, "route_prefix": self.route_prefix}
+        if self.args:
+            out["args"] = dict(self.args)
+        if self.runtime_env:
+            out["runtime_env"] = dict(self.runtime_env)
+        if self.deployments:
+            out["deployments"] = [dict(d) for d in self.deployments]
+        return out
+
+
+UPGRADE_STRATEGIES = ("NewCluster", "None", "NewClusterWithIncrementalUpgrade")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RayServiceSpec:
+    """Ray Serve applications on a KubeRay-managed cluster, upgraded without downtime.
+
+    Args:
+        name: the RayService name (at most 47 characters).
+        cluster: the cluster the applications run on.
+        applications: the Serve applications (unique names and route prefixes).
+        upgrade_strategy: ``"NewCluster"`` (zero-downtime blue/green on cluster changes),
+            ``"NewClusterWithIncrementalUpgrade"`` (needs the operator's feature gate) or ``"None"``.
+        namespace: the Kubernetes namespace.
+        labels: metadata labels.
+        annotations: metadata annotations.
+
+    Raises:
+        SpecError: naming the field, the value and what is allowed.
+    """
+
+    name: str
+    cluster: RayClusterSpec
+    applications: Sequence[ServeApplication]
+    upgrade_strategy: str = "NewCluster"
+    namespace: str | None = None
+    labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name("RayServiceSpec.name", self.name, MAX_NAME_LENGTH["RayService"])
+        if self.namespace is not None:
+            _check_name("RayServiceSpec.namespace", self.namespace, 63)
+        if not isinstance(self.cluster, RayClusterSpec):
+            raise _fail("RayServiceSpec.cluster", self.cluster, "a RayClusterSpec")
+        apps = tuple(self.applications)
+        if not apps or not all(isinstance(a, ServeApplication) for a in apps):
+            raise _fail("RayServiceSpec.applications", self.applications, "a non-empty sequence of ServeApplication")
+        for attr in ("name", "route_prefix"):
+            values = [getattr(a, attr) for a in apps]
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise _fail(f"RayServiceSpec.applications[].{attr}", dupes, f"unique {attr}s")
+        object.__setattr__(self, "applications", apps)
+        if self.upgrade_strategy not in UPGRADE_STRATEGIES:
+            raise _fail("RayServiceSpec.upgrade_strategy", self.upgrade_strategy, f"one of {list(UPGRADE_STRATEGIES)}")
+        object.__setattr__(self, "labels", _str_map("RayServiceSpec.labels", self.labels))
+        object.__setattr__(self, "annotations", _str_map("RayServiceSpec.annotations", self.annotations))
+
+    def serve_config(self) -> dict[str, Any]:
+        """The Serve config (``serveConfigV2``) as data."""
+        return {"applications": [a.config() for a in self.applications]}
+
+    def render(self) -> dict[str, Any]:
+        """The ``ray.io/v1`` RayService manifest, validated."""
+        spec = {
+            "upgradeStrategy": {"type": self.upgrade_strategy},
+            "serveConfigV2": yaml.safe_dump(self.serve_config(), sort_keys=False),
+            "rayClusterConfig": self.cluster.cluster_spec(extra_head_ports=[("serve", 8000)]),
+        }
+        return _finish("RayService", self.name, self.namespace, self.labels, self.annotations, spec)
+
+
+def _finish(kind: str, name: str, namespace: str | None, labels: Mapping[str, str],
+            annotations: Mapping[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    labels = {"app.kubernetes.io/managed-by": "raymlp", **labels}
+    metadata["labels"] = labels
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    manifest = {"apiVersion": "ray.io/v1", "kind": kind, "metadata": metadata, "spec": spec}
+    issues = validate_manifest(manifest)
+    if issues:
+        raise SpecError(
+            f"the rendered {kind} {name!r} is not valid: " + "; ".join(str(i) for i in issues),
+            field=issues[0].path,
+            value=manifest,
+        )
+    return manifest
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    # Embedded YAML (runtimeEnvYAML, serveConfigV2) reads best as a literal block.
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def to_yaml(*manifests: Mapping[str, Any]) -> str:
+    """Manifests as one multi-document YAML string, keys in rendering order."""
+    return yaml.dump_all([dict(m) for m in manifests], Dumper=_Dumper, sort_keys=False, width=10_000)
