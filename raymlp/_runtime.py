@@ -13,6 +13,19 @@ __all__ = ["RuntimeInfo", "init", "shutdown"]
 
 _lock = threading.Lock()
 
+# Ray Train settings raymlp applies unless the user set them (the driver's environment is what Ray
+# Train reads and propagates to its controller and workers). Measured on a 2-core machine, see
+# benchmarks/train_overhead.py.
+#
+# The controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (Ray: 2 s) and a
+# worker's result queue holds one report: each ray.train.report waits for the poll that takes
+# the previous one, so any epoch shorter than the interval is stretched to it, and a finished
+# job is noticed up to two intervals late.
+_TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+# Only on a local instance that raymlp starts: nothing ever drains its one node, so the
+# preemption watcher (one more actor process per job) has nothing to watch.
+_LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeInfo:
@@ -44,7 +57,7 @@ _info: RuntimeInfo | None = None
 
 
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
-         dashboard: bool = False) -> RuntimeInfo:
+         dashboard: bool = True) -> RuntimeInfo:
     """Connect to Ray, starting a local instance when no cluster address is configured.
 
     The address comes from ``address``, then ``RAYMLP_RAY_ADDRESS`` / ``RAY_ADDRESS``. Inside a
@@ -54,7 +67,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         address: a Ray cluster address (``"auto"``, ``"host:6379"`` or ``"ray://host:10001"``).
         num_cpus: CPUs of a local instance (default: all of this machine's).
         num_gpus: GPUs of a local instance (default: those Ray detects).
-        dashboard: start Ray's dashboard with a local instance (needed for job submission).
+        dashboard: start Ray's dashboard with a local instance (Ray's state API, job
+            submission and Ray Train's controller monitoring need it).
 
     Returns:
         RuntimeInfo: the address, whether it is local, and the cluster's resources.
@@ -73,6 +87,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         if not ray.is_initialized():
             # Ray workers started by this driver see the same raymlp configuration.
             os.environ.update(cfg.env())
+            for key, value in {**_TRAIN_ENV, **({} if address else _LOCAL_TRAIN_ENV)}.items():
+                os.environ.setdefault(key, value)
             kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING",
                             "log_to_driver": True}
             if address:
