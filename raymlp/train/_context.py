@@ -223,9 +223,8 @@ def _predict(model: Any, flavor: str, x: Any):
             model.train(was)
             return out
     if flavor == "xgboost":
-        import xgboost
-
-        return model.predict(xgboost.DMatrix(x)) if isinstance(model, xgboost.Booster) else model.predict(x)
+        # inplace_predict builds no DMatrix, whose construction is a collective op in a job.
+        return model.inplace_predict(x) if hasattr(model, "inplace_predict") else model.predict(x)
     if flavor == "tensorflow":
         return model.predict(x, verbose=0)
     return model.predict(x)

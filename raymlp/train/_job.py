@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 import time
@@ -296,7 +297,8 @@ def _run(job: TrainJob) -> "TrainResult":
     )
     started = time.perf_counter()
     try:
-        ray_result = _trainer(job, payload, run_config).fit()
+        with _cluster_address_for_train():
+            ray_result = _trainer(job, payload, run_config).fit()
     except Exception as exc:
         run.end("FAILED")
         cause = _root_cause(exc)
@@ -308,6 +310,29 @@ def _run(job: TrainJob) -> "TrainResult":
     return result
 
 
+@contextlib.contextmanager
+def _cluster_address_for_train():
+    """Tell Ray Train's controller (and the actors it starts) which cluster they are on.
+
+    Its placement-group cleaner finds the cluster through RAY_ADDRESS; without it, a second Ray
+    instance on the same machine (another notebook, a test head) makes that lookup fail.
+    """
+    import os
+
+    import ray
+    from ray.train.v2._internal import constants
+
+    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
+    previous = os.environ.get("RAY_ADDRESS")
+    if not previous:
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    try:
+        yield
+    finally:
+        if not previous:
+            os.environ.pop("RAY_ADDRESS", None)
+
+
 def _root_cause(exc: BaseException) -> str:
     seen = exc
     while seen.__cause__ is not None:
@@ -316,22 +341,16 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def _finish(job, run, ray_result, model_dir: str, flavor: str, duration: float) -> "TrainResult":
-    from raymlp.tracking import _store
-
     import fsspec
 
     model_uri = None
     fs, root = fsspec.core.url_to_fs(model_dir)
     if fs.exists(root):
+        # The worker saved a complete MLflow model (flavor, signature, example, requirements);
+        # it is logged as it is, so the driver never loads the framework's model.
         with tempfile.TemporaryDirectory(prefix="raymlp-model-") as d:
-            local = download_dir(model_dir, Path(d) / MODEL_DIR)
-            module = _store.flavor_module(flavor)
-            from mlflow.models import Model
-
-            saved = Model.load(str(local))
-            model_uri = run.log_model(module.load_model(str(local)), flavor=flavor,
-                                      signature=saved.signature,
-                                      input_example=saved.load_input_example(str(local)))
+            run.log_artifact(download_dir(model_dir, Path(d) / MODEL_DIR), MODEL_DIR)
+        model_uri = f"runs:/{run.run_id}/{MODEL_DIR}"
     kept = [c for c, _ in (ray_result.best_checkpoints or [])]
     for ckpt in kept:
         with ckpt.as_directory() as d:
