@@ -103,9 +103,14 @@ def experiment_id(name: str | None = None) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if "://" not in cfg.artifact_root or cfg.artifact_root.startswith("file:"):
-        # A local store keeps artifacts beside it, not in the process's working directory.
-        location = Path(cfg.artifact_root.removeprefix("file://")).joinpath(name).resolve().as_uri()
+    local_store = cfg.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in cfg.tracking_uri
+    if local_store:
+        # A local store keeps artifacts under the artifact root, not in the working directory;
+        # a tracking server decides for itself (it may proxy them to object storage).
+        root = cfg.artifact_root
+        if "://" not in root or root.startswith("file:"):
+            root = Path(root.removeprefix("file://")).resolve().as_uri()
+        location = f"{root.rstrip('/')}/{name}"
     try:
         return mlc.create_experiment(name, artifact_location=location)
     except Exception:  # created concurrently by another process
