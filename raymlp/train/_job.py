@@ -255,7 +255,7 @@ def _trainer(job: TrainJob, payload: _Payload, run_config):
         from ray.train.xgboost import XGBoostTrainer
 
         return XGBoostTrainer(worker_main, **common)
-    from ray.train import DataParallelTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     return DataParallelTrainer(worker_main, backend_config=GenericBackendConfig(), **common)
 
@@ -348,8 +348,14 @@ def _finish(job, run, ray_result, model_dir: str, flavor: str, duration: float) 
     if fs.exists(root):
         # The worker saved a complete MLflow model (flavor, signature, example, requirements);
         # it is logged as it is, so the driver never loads the framework's model.
+        from mlflow.models import Model
+
         with tempfile.TemporaryDirectory(prefix="raymlp-model-") as d:
-            run.log_artifact(download_dir(model_dir, Path(d) / MODEL_DIR), MODEL_DIR)
+            local = download_dir(model_dir, Path(d) / MODEL_DIR)
+            run.log_artifact(local, MODEL_DIR)
+            # The loop may have chosen a flavor of its own in ctx.log_model.
+            native = [f for f in Model.load(str(local)).flavors if f != "python_function"]
+            flavor = native[0] if native else "pyfunc"
         model_uri = f"runs:/{run.run_id}/{MODEL_DIR}"
     kept = [c for c, _ in (ray_result.best_checkpoints or [])]
     for ckpt in kept:
