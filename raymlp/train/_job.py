@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import tempfile
 import threading
 import time
@@ -20,6 +21,8 @@ from raymlp.errors import JobError, ResourceError, SpecError
 from raymlp.train._backend import Backend, GenericBackendConfig
 from raymlp.train._context import MODEL_DIR, PAYLOAD_KEY, _Payload, download_dir, worker_main
 from raymlp.train._spec import FRAMEWORKS, TORCH_BACKENDS, Checkpointing, Scaling, check_loop
+
+logger = logging.getLogger(__name__)
 
 _DEFAULT_FLAVOR = {"torch": "torch", "tensorflow": "tensorflow", "xgboost": "xgboost",
                    "generic": "pyfunc"}
@@ -182,8 +185,10 @@ def _check_resources(job: TrainJob) -> None:
             raise ResourceError(
                 f"{name}={amount:g} cannot be met: the Ray cluster {what} of {key!r}",
                 field=name, value=amount)
-    slots = sum(int(min(n.get(k, 0.0) / v for k, v in need.items() if v > 0)) if any(
-        v > 0 for v in need.values()) else job.scaling.workers for n in nodes)
+    asked = {k: v for k, v in need.items() if v > 0}
+    if not asked:
+        return
+    slots = sum(int(min(n.get(k, 0.0) / v for k, v in asked.items())) for n in nodes)
     if slots < job.scaling.workers:
         raise ResourceError(
             f"Scaling.workers={job.scaling.workers} with {need} each cannot fit: the Ray cluster "
@@ -208,7 +213,9 @@ class _TrackingCallback(UserCallback):
         from ray.experimental import internal_kv
 
         self._seq += 1
-        internal_kv._internal_kv_put(f"{self.run_id}/{self._seq:08d}", json.dumps(record),
+        # Time first: keys stay ordered even if Ray restarts the controller (and _seq).
+        key = f"{self.run_id}/{time.time_ns():020d}-{self._seq:08d}"
+        internal_kv._internal_kv_put(key, json.dumps(record),
                                      namespace=_RELAY_NAMESPACE)
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
@@ -245,7 +252,10 @@ class _Relay:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self._drain()
+            try:
+                self._drain()
+            except Exception as exc:  # keep relaying; the next drain retries what is left
+                logger.warning("raymlp: logging training metrics to MLflow failed: %s", exc)
 
     def _drain(self) -> None:
         from ray.experimental import internal_kv
