@@ -70,13 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--cpus-per-worker", type=float, default=1)
     parser.add_argument("--register", default="digits", help="registered model name")
     args = parser.parse_args()
 
     raymlp.init()
     job = train.TrainJob(
         loop=digits_loop, framework="torch", name="digits",
-        scaling=train.Scaling(workers=args.workers),
+        scaling=train.Scaling(workers=args.workers, cpus_per_worker=args.cpus_per_worker),
         config={"lr": 3e-3, "hidden": 64, "batch_size": 32, "epochs": args.epochs},
         checkpointing=train.Checkpointing(every=1, keep=2, score="val_accuracy", mode="max"),
         max_failures=2,

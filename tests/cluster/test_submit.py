@@ -119,6 +119,19 @@ def test_submit_runs_the_training_example_to_succeeded(ray_head, cli):
     assert code == 0 and "trained w=" in out
 
 
+@pytest.mark.timeout(240)
+def test_submit_runs_a_raymlp_training_job_inside_a_ray_job(ray_head, cli):
+    """raymlp.init() inside a submitted job joins the job's cluster and trains on it."""
+    code, out, err = cli(
+        "submit", "--address", ray_head, "--working-dir", str(EXAMPLES.parent),
+        "--timeout", "200", "--", "python", "train_digits.py", "--epochs", "2",
+        "--workers", "2", "--cpus-per-worker", "0.5", "--register", "submitted-digits",
+    )
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "epochs=2" in out and "registered=models:/submitted-digits@champion" in out
+    assert " SUCCEEDED" in err
+
+
 @pytest.mark.timeout(120)
 def test_failing_entrypoint_exits_nonzero_with_its_log_tail(ray_head, cli):
     code, _, err = cli(
