@@ -180,7 +180,11 @@ class TrainContext:
 
         from raymlp.tracking._store import flavor_module, pip_requirements
 
-        model = getattr(model, "module", model) if flavor == "torch" else model
+        if flavor in ("torch", "pytorch"):
+            import copy
+
+            # Unwrap DDP and save a CPU copy: the model loads on machines without this GPU.
+            model = copy.deepcopy(getattr(model, "module", model)).to("cpu")
         signature = None
         if input_example is not None:
             signature = infer_signature(input_example, _predict(model, flavor, input_example))
@@ -213,7 +217,7 @@ class TrainContext:
 
 
 def _predict(model: Any, flavor: str, x: Any):
-    if flavor == "torch":
+    if flavor in ("torch", "pytorch"):
         import torch
 
         with torch.no_grad():
