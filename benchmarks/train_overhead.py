@@ -234,6 +234,9 @@ def main() -> None:
     if len(med) < 2:
         return
     p, r = med["plain"], med["raymlp"]
+    import raymlp
+
+    raymlp.shutdown()  # Ray's forwarded worker logs must not come after the RESULT line
     print("RESULT " + json.dumps({
         "steady_ratio": round(r["steady_epoch_s"] / p["steady_epoch_s"], 3),
         "end_to_end_ratio": round(r["end_to_end_s"] / p["end_to_end_s"], 3),
