@@ -92,6 +92,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING",
                             "log_to_driver": True}
             if address:
+                _probe(address)
                 try:
                     ray.init(address=address, **kwargs)
                 except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -110,6 +111,24 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             tracking_uri=cfg.tracking_uri,
         )
         return _info
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail within seconds on an address nobody listens at (Ray itself retries for minutes)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    if address == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at ray_address={address!r}: {exc}; check "
+            "RAYMLP_RAY_ADDRESS / RAY_ADDRESS (host:port of the head's GCS, or ray://host:10001)"
+        ) from exc
 
 
 def shutdown() -> None:
