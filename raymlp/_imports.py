@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from raymlp.errors import DependencyError
@@ -15,9 +16,17 @@ _EXTRAS = {
 }
 
 
-def require(module: str, *, purpose: str = "") -> ModuleType:
-    """Import ``module`` or raise :class:`DependencyError` naming the extra that installs it."""
+def require(module: str, *, purpose: str = "", load: bool = True) -> ModuleType | None:
+    """Import ``module`` or raise :class:`DependencyError` naming the extra that installs it.
+
+    With ``load=False`` only check that it is installed (the driver need not pay its import when
+    only the workers use it) and return None.
+    """
     try:
+        if not load:
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(module)
+            return None
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]

@@ -294,6 +294,7 @@ def _storage(root: str):
 
 def _trainer(job: TrainJob, payload: _Payload, run_config):
     import ray.train
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     s = job.scaling
     scaling = ray.train.ScalingConfig(
@@ -302,23 +303,21 @@ def _trainer(job: TrainJob, payload: _Payload, run_config):
     common = dict(train_loop_config={PAYLOAD_KEY: payload}, scaling_config=scaling,
                   run_config=run_config, datasets=dict(job.datasets) or None)
     if job.framework == "torch":
-        require("torch", purpose="framework='torch'")
-        from ray.train.torch import TorchConfig, TorchTrainer
+        require("torch", purpose="framework='torch'", load=False)
+        from raymlp.train._torch import TorchBackendConfig
 
-        return TorchTrainer(worker_main, torch_config=TorchConfig(backend=job.resolved_backend),
-                            **common)
+        return DataParallelTrainer(
+            worker_main, backend_config=TorchBackendConfig(job.resolved_backend), **common)
     if job.framework == "tensorflow":
-        require("tensorflow", purpose="framework='tensorflow'")
+        require("tensorflow", purpose="framework='tensorflow'", load=False)
         from ray.train.tensorflow import TensorflowTrainer
 
         return TensorflowTrainer(worker_main, **common)
     if job.framework == "xgboost":
-        require("xgboost", purpose="framework='xgboost'")
+        require("xgboost", purpose="framework='xgboost'", load=False)
         from ray.train.xgboost import XGBoostTrainer
 
         return XGBoostTrainer(worker_main, **common)
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
     return DataParallelTrainer(worker_main, backend_config=GenericBackendConfig(), **common)
 
 
