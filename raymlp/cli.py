@@ -18,6 +18,7 @@ from raymlp.errors import RaymlpError
 _COMMAND_MODULES = (
     "raymlp.train._cli",
     "raymlp.cluster._cli",
+    "raymlp.serve._cli",
 )
 
 

@@ -1,0 +1,298 @@
+"""A real service on the session's Ray instance: real MLflow models, real HTTP through Ray
+Serve's HAProxy ingress. Covers the protocol (acceptance 1 for sklearn models, 4), the canary
+(2) and the CLI."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import requests
+
+pytestmark = pytest.mark.timeout(300)
+
+NAME = "iris"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def models(ray_session):
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    from raymlp import tracking
+
+    rng = np.random.RandomState(0)
+    x = rng.rand(200, 4).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64)
+    first = LogisticRegression().fit(x, y)
+    second = LogisticRegression(C=0.5).fit(x, 1 - y)
+    out = {"x": x, "first": first, "second": second}
+    for key, model in (("first", first), ("second", second)):
+        with tracking.start_run(f"serve-{key}") as run:
+            uri = run.log_model(model, flavor="sklearn",
+                                signature=infer_signature(x, model.predict(x)))
+        out[f"{key}_version"] = tracking.register_model(uri, NAME, alias=key).version
+    return out
+
+
+@pytest.fixture(scope="module")
+def service(models):
+    from ray import serve as ray_serve
+
+    from raymlp import serve
+
+    serve.start(port=_free_port())
+    st = serve.InferenceService(name=NAME, model=f"models:/{NAME}@first",
+                                resources=serve.Resources(num_cpus=0.25),
+                                max_request_bytes=64 * 1024).deploy()
+    yield st
+    for name in serve.list_services():
+        ray_serve.delete(name)
+
+
+@pytest.fixture
+def http():
+    with requests.Session() as s:
+        yield s
+
+
+def _infer_body(x, name="input-0", datatype="FP32"):
+    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
+                        "data": x.reshape(-1).tolist()}]}
+
+
+def test_deploy_by_alias_pins_version_and_reports_running(service, models):
+    assert service.status == "RUNNING" and service.replicas == 1
+    assert service.stable.version == str(models["first_version"])
+    assert service.stable.uri == f"models:/{NAME}/{models['first_version']}"
+    assert service.url.endswith(f"/{NAME}") and service.canary is None
+
+
+def test_v2_infer_and_v1_predict_answer_what_the_model_predicts(service, models, http):
+    x = models["x"][:7]
+    want = models["first"].predict(x).tolist()
+    r = http.post(f"{service.url}/v2/models/{NAME}/infer", json={"id": "a1", **_infer_body(x)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == NAME and body["id"] == "a1"
+    assert body["model_version"] == str(models["first_version"])
+    assert body["outputs"][0]["data"] == want and body["outputs"][0]["shape"] == [7]
+    assert body["outputs"][0]["datatype"] == "INT64"
+    r = http.post(f"{service.url}/v1/models/{NAME}:predict", json={"instances": x.tolist()})
+    assert r.status_code == 200 and r.json() == {"predictions": want}
+
+
+def test_health_and_metadata_list_the_signature(service, http):
+    assert http.get(f"{service.url}/v2/health/live").json() == {"live": True}
+    assert http.get(f"{service.url}/v2/health/ready").json() == {"ready": True}
+    assert http.get(f"{service.url}/v2/models/{NAME}/ready").json()["ready"] is True
+    meta = http.get(f"{service.url}/v2/models/{NAME}").json()
+    assert meta["name"] == NAME and meta["platform"] == "mlflow-sklearn"
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "output-0", "datatype": "INT64", "shape": [-1]}]
+
+
+BAD = [
+    ("wrong shape", {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP32",
+                                 "data": [1, 2, 3]}]}, 400, "shape [1, 3]"),
+    ("data does not fill shape", {"inputs": [{"name": "input-0", "shape": [2, 4],
+                                              "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+     400, "do not fill"),
+    ("wrong datatype", {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "INT64",
+                                    "data": [1, 2, 3, 4]}]}, 400, "datatype INT64"),
+    ("strings as FP32", {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
+                                     "data": ["a", "b", "c", "d"]}]}, 400, "FP32"),
+    ("missing input", {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                   "data": [1, 2, 3, 4]}]}, 400, "missing input"),
+    ("no inputs field", {"id": "1"}, 400, "inputs"),
+    ("unknown datatype", {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP8",
+                                      "data": [1, 2, 3, 4]}]}, 400, "unknown datatype"),
+]
+
+
+@pytest.mark.parametrize("case, body, code, fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_infer_request_gets_4xx_json_naming_the_problem(service, http, case, body, code,
+                                                            fragment):
+    r = http.post(f"{service.url}/v2/models/{NAME}/infer", json=body)
+    assert r.status_code == code, r.text
+    assert fragment in r.json()["error"]
+
+
+def test_unknown_model_non_json_and_oversized_bodies_are_4xx(service, http):
+    r = http.post(f"{service.url}/v2/models/nope/infer", json=_infer_body(np.ones((1, 4))))
+    assert r.status_code == 404 and "'nope' not found" in r.json()["error"]
+    r = http.post(f"{service.url}/v2/models/{NAME}/infer", data=b"{not json",
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    big = json.dumps(_infer_body(np.ones((5000, 4), dtype=np.float32)))
+    assert len(big) > 64 * 1024
+    r = http.post(f"{service.url}/v2/models/{NAME}/infer", data=big,
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit" in r.json()["error"]
+    r = http.post(f"{service.url}/v1/models/{NAME}:predict", json={"instances": [[1, 2]]})
+    assert r.status_code == 400 and "shape" in r.json()["error"]
+
+
+def test_thousand_malformed_requests_leave_the_service_healthy(service, models, http):
+    bodies = [b"", b"[]", b"{\"inputs\": 3}", b"\xff\xfe", json.dumps(BAD[0][1]).encode()]
+    codes = Counter()
+    for i in range(1000):
+        r = http.post(f"{service.url}/v2/models/{NAME}/infer", data=bodies[i % len(bodies)],
+                      headers={"content-type": "application/json"})
+        codes[r.status_code] += 1
+    assert set(codes) == {400}, codes
+    x = models["x"][:3]
+    r = http.post(f"{service.url}/v2/models/{NAME}/infer", json=_infer_body(x))
+    assert r.status_code == 200
+    assert r.json()["outputs"][0]["data"] == models["first"].predict(x).tolist()
+
+
+def _variant_counts(url, n, sessions=4):
+    def worker(k):
+        c = Counter()
+        with requests.Session() as s:
+            for _ in range(k):
+                r = s.post(f"{url}/v2/models/{NAME}/infer", json=_infer_body(np.ones((1, 4))))
+                assert r.status_code == 200, r.text
+                c[r.headers["x-raymlp-variant"]] += 1
+        return c
+
+    with concurrent.futures.ThreadPoolExecutor(sessions) as pool:
+        return sum(pool.map(worker, [n // sessions] * sessions), Counter())
+
+
+class _Load:
+    """Constant background load; counts every response that is not a 200."""
+
+    def __init__(self, url, x, rate=40.0):
+        self.url, self.x, self.period = url, x, 1.0 / rate
+        self.sent = self.failed = 0
+        self.variants = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with requests.Session() as s:
+            while not self._stop.is_set():
+                t = time.monotonic()
+                try:
+                    r = s.post(f"{self.url}/v2/models/{NAME}/infer", json=_infer_body(self.x),
+                               timeout=30)
+                    ok = r.status_code == 200
+                    if ok:
+                        self.variants[r.headers["x-raymlp-variant"]] += 1
+                except requests.RequestException:
+                    ok = False
+                self.sent += 1
+                self.failed += not ok
+                time.sleep(max(0.0, self.period - (time.monotonic() - t)))
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.elapsed = time.monotonic() - self.started
+
+
+def test_canary_split_promote_and_rollback_lose_no_request(service, models):
+    from raymlp import serve
+
+    second = f"models:/{NAME}/{models['second_version']}"
+    x = models["x"][:1]
+    with _Load(service.url, x) as load:
+        st = serve.canary(NAME, second, percent=10)
+        assert st.canary.version == str(models["second_version"]) and st.canary.percent == 10
+        assert st.stable.percent == 90
+        counts = _variant_counts(service.url, 2000)
+        assert sum(counts.values()) == 2000
+        assert 140 <= counts["canary"] <= 260, counts  # 10 % +/- 3 %
+
+        # A/B: a caller key always lands on the same variant.
+        with requests.Session() as s:
+            seen = {s.post(f"{service.url}/v2/models/{NAME}/infer", json=_infer_body(x),
+                           headers={"x-raymlp-route-key": "user-42"}).headers["x-raymlp-variant"]
+                    for _ in range(30)}
+        assert len(seen) == 1
+
+        st = serve.promote(NAME)
+        assert st.canary is None and st.stable.version == str(models["second_version"])
+        assert _variant_counts(service.url, 200) == Counter({"stable": 200})
+        r = requests.post(f"{service.url}/v2/models/{NAME}/infer", json=_infer_body(x))
+        assert r.json()["model_version"] == str(models["second_version"])
+
+        serve.canary(NAME, f"models:/{NAME}/{models['first_version']}", percent=50)
+        st = serve.rollback(NAME)
+        assert st.canary is None and st.stable.version == str(models["second_version"])
+        r = requests.post(f"{service.url}/v2/models/{NAME}/infer", json=_infer_body(x))
+        assert r.json()["model_version"] == str(models["second_version"])
+        assert r.json()["outputs"][0]["data"] == models["second"].predict(x).tolist()
+        # back to the first model for the tests that follow
+        serve.canary(NAME, f"models:/{NAME}@first", percent=100)
+        serve.promote(NAME)
+    assert load.failed == 0, f"{load.failed} of {load.sent} requests failed"
+    assert load.sent / load.elapsed >= 20, (load.sent, load.elapsed)
+    assert load.variants["canary"] > 0 and load.variants["stable"] > 0
+
+
+def test_rollout_errors_name_the_service(service):
+    from raymlp import serve
+    from raymlp.errors import SpecError
+
+    with pytest.raises(serve.ServiceError, match="no canary to promote"):
+        serve.promote(NAME)
+    with pytest.raises(serve.ServiceError, match="no inference service named 'ghost'"):
+        serve.status("ghost")
+    with pytest.raises(SpecError, match="canary.percent"):
+        serve.canary(NAME, f"models:/{NAME}/1", percent=150)
+
+
+def test_cli_status_list_and_errors(service, ray_session):
+    env = {**os.environ, "RAY_ADDRESS": ray_session.address}
+    cmd = [sys.executable, "-m", "raymlp.cli", "serve"]
+    out = subprocess.run(cmd + ["status", NAME], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    assert st["name"] == NAME and st["status"] == "RUNNING" and st["url"] == service.url
+    out = subprocess.run(cmd + ["list"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith(f"{NAME}\tRUNNING\t{service.url}")
+    out = subprocess.run(cmd + ["rollback", NAME], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "no canary to roll back" in out.stderr
+
+
+def test_bearer_token_service_and_delete(service, models, http):
+    from raymlp import serve
+
+    st = serve.InferenceService(name="iris-auth", model=f"models:/{NAME}@first",
+                                auth_token="s3cret-token",
+                                resources=serve.Resources(num_cpus=0.25)).deploy()
+    x = models["x"][:2]
+    url = f"{st.url}/v2/models/iris-auth/infer"
+    r = http.post(url, json=_infer_body(x))
+    assert r.status_code == 401 and "bearer token" in r.json()["error"]
+    r = http.post(url, json=_infer_body(x), headers={"authorization": "Bearer s3cret-token"})
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == \
+        models["first"].predict(x).tolist()
+    assert "iris-auth" in serve.list_services()
+    serve.delete("iris-auth")
+    assert "iris-auth" not in serve.list_services()
