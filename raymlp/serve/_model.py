@@ -112,8 +112,11 @@ def load(uri: str, flavor: str = "auto", *, threads: int | None = None) -> Loade
 
         if threads:
             torch.set_num_threads(threads)
-        model.eval()
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        try:
+            model.eval()
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        except (NotImplementedError, AttributeError):  # an exported (pt2) program
+            device = torch.device("cpu")
 
         def predict(x):
             with torch.inference_mode():

@@ -296,3 +296,23 @@ def test_bearer_token_service_and_delete(service, models, http):
     assert "iris-auth" in serve.list_services()
     serve.delete("iris-auth")
     assert "iris-auth" not in serve.list_services()
+
+
+def test_canary_example_moves_traffic_from_10_to_100_percent(service, ray_session):
+    # Run as a user runs it, joined to the session's Ray instance (and its Serve).
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "RAY_ADDRESS": ray_session.address}
+    out = subprocess.run([sys.executable, str(repo / "examples" / "serve_canary.py"),
+                          "--requests", "300"], env=env, capture_output=True, text=True,
+                         timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = {line.split(":")[0].strip(): line for line in out.stdout.splitlines() if ":" in line}
+    assert "{'stable': 300}" in lines["stable only"]
+    ten = ast.literal_eval(lines["canary  10 %"].split(":", 1)[1].strip())
+    assert sum(ten.values()) == 300 and 5 <= ten.get("canary", 0) <= 60
+    half = ast.literal_eval(lines["canary  50 %"].split(":", 1)[1].strip())
+    assert 90 <= half.get("canary", 0) <= 210
+    assert "{'stable': 300}" in lines["promoted"]
