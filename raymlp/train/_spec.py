@@ -122,7 +122,7 @@ def check_loop(loop: Callable[..., Any]) -> None:
         name = getattr(loop, "__qualname__", repr(loop))
         raise SpecError(
             f"TrainJob.loop {name} cannot be pickled to send it to the workers: {exc}. "
-            "Capture only picklable objects (no open files, locks, sockets or live clients); "
+            "Capture only picklable objects (no open files, sockets, generators or live clients); "
             "create those inside the loop.",
             field="TrainJob.loop", value=name,
         ) from exc
