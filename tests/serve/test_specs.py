@@ -3,6 +3,8 @@ before any Ray work starts."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from raymlp import serve
@@ -64,5 +66,5 @@ def test_valid_spec_keeps_values_and_maps_to_serve_autoscaling():
     assert spec.canary_percent == 10 and spec.resources.num_gpus == 0.25
     cfg = spec.autoscaling.serve_config()
     assert cfg["min_replicas"] == 0 and cfg["max_replicas"] == 4 and cfg["initial_replicas"] == 1
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.name = "other"  # frozen
