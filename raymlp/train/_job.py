@@ -360,13 +360,19 @@ def _run(job: TrainJob) -> "TrainResult":
     try:
         with _cluster_address_for_train(), _Relay(run):
             ray_result = _trainer(job, payload, run_config).fit()
+    except KeyboardInterrupt:
+        run.end("KILLED")
+        raise
     except Exception as exc:
         run.end("FAILED")
         cause = _root_cause(exc)
         raise JobError(f"training job {job_id!r} failed: {cause}", cause=cause) from None
     duration = time.perf_counter() - started
-
-    result = _finish(job, run, ray_result, model_dir, flavor, duration)
+    try:
+        result = _finish(job, run, ray_result, model_dir, flavor, duration)
+    except BaseException:
+        run.end("FAILED")
+        raise
     run.end("FINISHED")
     return result
 
