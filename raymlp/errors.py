@@ -72,8 +72,10 @@ class TrackingError(RaymlpError):
 
 
 class JobError(RaymlpError, RuntimeError):
-    """A job failed after it started; ``cause`` holds the underlying error text."""
+    """A job failed after it started; ``cause`` holds the underlying error text and ``run_id``
+    the job's MLflow run (marked FAILED), when it had one."""
 
-    def __init__(self, message: str, *, cause: str | None = None):
+    def __init__(self, message: str, *, cause: str | None = None, run_id: str | None = None):
         super().__init__(message)
         self.cause = cause
+        self.run_id = run_id

@@ -366,7 +366,8 @@ def _run(job: TrainJob) -> "TrainResult":
     except Exception as exc:
         run.end("FAILED")
         cause = _root_cause(exc)
-        raise JobError(f"training job {job_id!r} failed: {cause}", cause=cause) from None
+        raise JobError(f"training job {job_id!r} failed: {cause}", cause=cause,
+                       run_id=run.run_id) from None
     duration = time.perf_counter() - started
     try:
         result = _finish(job, run, ray_result, model_dir, flavor, duration)

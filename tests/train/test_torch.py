@@ -168,3 +168,21 @@ def test_unpicklable_loop_is_rejected_before_any_ray_work():
         train.TrainJob(loop=loop)
     assert err.value.field == "TrainJob.loop"
     assert "cannot be pickled" in str(err.value)
+
+
+def _failing_loop(ctx):
+    for epoch in ctx.epochs(3):
+        if epoch == 1:
+            raise ValueError(f"bad batch at epoch {epoch}")
+        ctx.report({"x": 1.0})
+
+
+def test_failing_loop_gives_job_error_with_cause_and_failed_run(ray_session):
+    from raymlp.errors import JobError
+
+    with pytest.raises(JobError) as err:
+        train.TrainJob(loop=_failing_loop, name="failing", scaling=train.Scaling(workers=2)).run()
+    assert "ValueError: bad batch at epoch 1" in err.value.cause
+    run = tracking.get_run(err.value.run_id)
+    assert run.info.status == "FAILED"
+    assert tracking.metric_history(err.value.run_id, "x") == [(0, 1.0)]
