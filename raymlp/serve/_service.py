@@ -116,6 +116,10 @@ def _controller_env(port: int) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(base, "server-state"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        # A replica that dies mid-request closes its connections without an answer: the proxy
+        # sends such requests (inference is idempotent) to another replica instead of failing.
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
+        "RAY_SERVE_HAPROXY_RETRIES": "3",
         # Do not trip over another instance's replicas on the default direct-ingress ports.
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(20000 + port % 20000),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(20000 + port % 20000 + 500),
