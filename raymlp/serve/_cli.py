@@ -34,6 +34,7 @@ def register(subparsers: Any) -> None:
     deploy.add_argument("--max-batch-size", type=int, help="enable batching up to this size")
     deploy.add_argument("--max-wait-ms", type=float, default=2.0, help="batch wait")
     deploy.add_argument("--flavor", default="auto")
+    deploy.add_argument("--payload-log", help="log requests and answers to a file or http(s) URL")
     deploy.add_argument("--port", type=int, help="HTTP port when this starts Ray Serve (8000)")
     _address(deploy)
     deploy.set_defaults(func=_deploy)
@@ -87,7 +88,8 @@ def _deploy(args: argparse.Namespace) -> int:
         flavor=args.flavor, replicas=args.replicas, autoscaling=autoscaling,
         batching=serve.Batching(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
         if args.max_batch_size else None,
-        resources=serve.Resources(num_cpus=args.num_cpus, num_gpus=args.num_gpus))
+        resources=serve.Resources(num_cpus=args.num_cpus, num_gpus=args.num_gpus),
+        payload_log=args.payload_log)
     _connect(args)
     st = spec.deploy(port=args.port)
     print(st.url)

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
 
+from raymlp.serve import _payload as payload
 from raymlp.serve import _protocol as oip
 from raymlp.serve._model import LoadedModel, check_inputs, load
 
@@ -142,6 +143,7 @@ class ModelServer:
         self._batching = False
         self._counts: dict[str, int] = {}
         self._metrics = _Metrics()
+        self._payload: Optional[payload.PayloadLogger] = None
 
     async def reconfigure(self, config: dict) -> None:
         """Apply a new service state (models, split, limits) without restarting the replica."""
@@ -167,6 +169,11 @@ class ModelServer:
         self._service = config["service"]
         self._max_bytes = int(config.get("max_request_bytes") or self._max_bytes)
         self._auth = config.get("auth_sha256")
+        sink = config.get("payload_log")
+        if (self._payload.sink if self._payload else None) != sink:
+            old, self._payload = self._payload, payload.PayloadLogger(sink) if sink else None
+            if old is not None:
+                old.close()
         self._batching = bool(batching)
         self._variants = variants  # one assignment: requests see the old or the new state
 
@@ -246,6 +253,14 @@ class ModelServer:
                 del exc
         return results
 
+    def _logged(self, response: Response, endpoint: str, variant: Optional[_Variant],
+                raw: Optional[bytes], started: float, request_id: Optional[str] = None):
+        if self._payload is not None:
+            self._payload.log(payload.record(self._service, endpoint, variant,
+                                             response.status_code, started, request_id),
+                              raw, response.body)
+        return response
+
     def _count(self, variant: str, status: int, started: float) -> None:
         self._counts[variant] = self._counts.get(variant, 0) + 1
         self._metrics.observe(self._service, variant, status, time.perf_counter() - started)
@@ -306,10 +321,12 @@ class ModelServer:
     async def _infer(self, request: Request, model_name: str, version: str | None):
         started = time.perf_counter()
         name = "none"
+        variant = raw = None
         try:
             variant = self._pick(request, model_name, version)
             name = variant.name
-            req = oip.parse(oip.InferenceRequest, await self._body(request))
+            raw = await self._body(request)
+            req = oip.parse(oip.InferenceRequest, raw)
             model = variant.model
             check_inputs(model, [i.name for i in req.inputs])
             specs = {s.name: s for s in model.inputs}
@@ -332,10 +349,11 @@ class ModelServer:
                 model_name=model_name, model_version=variant.version, id=req.id,
                 outputs=[oip.encode(k, v) for k, v in out.items()])
             self._count(name, 200, started)
-            return _json(resp, headers={VARIANT_HEADER: name})
+            return self._logged(_json(resp, headers={VARIANT_HEADER: name}), "v2", variant, raw,
+                                started, req.id)
         except oip.RequestError as exc:
             self._count(name, exc.status, started)
-            return _error(str(exc), exc.status)
+            return self._logged(_error(str(exc), exc.status), "v2", variant, raw, started)
 
     # --- KServe v1 ------------------------------------------------------------------------
 
@@ -343,10 +361,12 @@ class ModelServer:
     async def v1_predict(self, model_name: str, request: Request):
         started = time.perf_counter()
         name = "none"
+        variant = raw = None
         try:
             variant = self._pick(request, model_name)
             name = variant.name
-            req = oip.parse(oip.V1Request, await self._body(request))
+            raw = await self._body(request)
+            req = oip.parse(oip.V1Request, raw)
             instances = req.instances if req.instances is not None else req.inputs
             if not isinstance(instances, list) or not instances:
                 raise oip.RequestError("body must hold a non-empty 'instances' list")
@@ -360,10 +380,11 @@ class ModelServer:
                 cols = {k: v.tolist() for k, v in out.items()}
                 predictions = [dict(zip(cols, row)) for row in zip(*cols.values())]
             self._count(name, 200, started)
-            return _json({"predictions": predictions}, headers={VARIANT_HEADER: name})
+            return self._logged(_json({"predictions": predictions}, headers={VARIANT_HEADER: name}),
+                                "v1", variant, raw, started)
         except oip.RequestError as exc:
             self._count(name, exc.status, started)
-            return _error(str(exc), exc.status)
+            return self._logged(_error(str(exc), exc.status), "v1", variant, raw, started)
 
     @app.get("/v1/models/{model_name}")
     async def v1_status(self, model_name: str, request: Request):

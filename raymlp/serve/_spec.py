@@ -153,6 +153,9 @@ class InferenceService:
         max_ongoing_requests: requests one replica works on at once.
         max_request_bytes: larger request bodies get 413.
         auth_token: when set, requests must carry ``Authorization: Bearer <token>``.
+        payload_log: log every inference request and its answer (JSON) to this sink: a file
+            path (JSON lines, appended by every replica) or an ``http(s)://`` URL (batches
+            POSTed as JSON arrays). Logging never delays or fails a request.
 
     Example:
         >>> svc = InferenceService(name="digits", model="models:/digits@champion",
@@ -172,6 +175,7 @@ class InferenceService:
     max_ongoing_requests: int = 64
     max_request_bytes: int = 8 * 1024 * 1024
     auth_token: str | None = None
+    payload_log: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -203,6 +207,13 @@ class InferenceService:
                                             or len(self.auth_token) < 8):
             raise _fail("InferenceService.auth_token", "<hidden>",
                         "None or a string of at least 8 characters")
+
+        if self.payload_log is not None and (
+                not isinstance(self.payload_log, str) or not self.payload_log.strip()
+                or ("://" in self.payload_log
+                    and not self.payload_log.startswith(("http://", "https://")))):
+            raise _fail("InferenceService.payload_log", self.payload_log,
+                        "None, a file path, or an http:// or https:// URL")
 
     def deploy(self, *, port: int | None = None, wait_s: float = 300.0):
         """Deploy (or update) this service on Ray Serve; returns its :class:`ServiceStatus`.
