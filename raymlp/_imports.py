@@ -13,6 +13,7 @@ _EXTRAS = {
     "torch": "torch",
     "tensorflow": "tensorflow",
     "xgboost": "xgboost",
+    "shap": "explain",
 }
 
 

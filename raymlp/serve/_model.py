@@ -43,6 +43,7 @@ class LoadedModel:
     outputs: list[TensorMetadata]
     columnar: bool
     _predict: Callable[[Any], Any]
+    example: Any = None  # the input example logged with the model (explainers' background)
 
     @property
     def single_input(self) -> bool:
@@ -126,8 +127,13 @@ def load(uri: str, flavor: str = "auto", *, threads: int | None = None) -> Loade
     else:
         predict = model.predict
     inputs, outputs, columnar = _metadata(meta.signature)
+    try:
+        example = meta.load_input_example(local)
+    except Exception:  # an unreadable example only costs the explainer its background
+        example = None
     return LoadedModel(uri=uri, flavor="pyfunc" if mlflow_flavor == "pyfunc" else mlflow_flavor,
-                       inputs=inputs, outputs=outputs, columnar=columnar, _predict=predict)
+                       inputs=inputs, outputs=outputs, columnar=columnar, _predict=predict,
+                       example=example)
 
 
 def _metadata(signature) -> tuple[list[TensorMetadata], list[TensorMetadata], bool]:

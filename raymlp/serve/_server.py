@@ -144,6 +144,8 @@ class ModelServer:
         self._counts: dict[str, int] = {}
         self._metrics = _Metrics()
         self._payload: Optional[payload.PayloadLogger] = None
+        self._explainer: Optional[str] = None
+        self._explainers: dict[int, Any] = {}
 
     async def reconfigure(self, config: dict) -> None:
         """Apply a new service state (models, split, limits) without restarting the replica."""
@@ -169,6 +171,8 @@ class ModelServer:
         self._service = config["service"]
         self._max_bytes = int(config.get("max_request_bytes") or self._max_bytes)
         self._auth = config.get("auth_sha256")
+        self._explainer = config.get("explainer")
+        self._explainers = {}
         sink = config.get("payload_log")
         if (self._payload.sink if self._payload else None) != sink:
             old, self._payload = self._payload, payload.PayloadLogger(sink) if sink else None
@@ -385,6 +389,55 @@ class ModelServer:
         except oip.RequestError as exc:
             self._count(name, exc.status, started)
             return self._logged(_error(str(exc), exc.status), "v1", variant, raw, started)
+
+    @app.post("/v1/models/{model_name}:explain")
+    async def v1_explain(self, model_name: str, request: Request):
+        started = time.perf_counter()
+        variant = raw = None
+        try:
+            variant = self._pick(request, model_name)
+            if self._explainer is None:
+                raise oip.RequestError(f"service {self._service!r} has no explainer; deploy it "
+                                       "with explainer='shap'", 404)
+            raw = await self._body(request)
+            req = oip.parse(oip.V1Request, raw)
+            instances = req.instances if req.instances is not None else req.inputs
+            if not isinstance(instances, list) or not instances:
+                raise oip.RequestError("body must hold a non-empty 'instances' list")
+            x = _v1_input(variant.model, instances)
+            if not isinstance(x, np.ndarray) or x.ndim != 2:
+                raise oip.RequestError("explain takes a batch of feature vectors (a 2-d tensor)")
+            explanation = await asyncio.to_thread(self._explain, variant, x)
+            self._count(variant.name, 200, started)
+            return self._logged(_json(explanation, headers={VARIANT_HEADER: variant.name}),
+                                "explain", variant, raw, started)
+        except oip.RequestError as exc:
+            self._count(getattr(variant, "name", "none"), exc.status, started)
+            return self._logged(_error(str(exc), exc.status), "explain", variant, raw, started)
+
+    def _explain(self, variant: _Variant, x: np.ndarray) -> dict:
+        import shap
+
+        explainer = self._explainers.get(id(variant))
+        if explainer is None:
+            background = variant.model.example
+            if background is None:
+                raise oip.RequestError("the model was logged without an input example, which "
+                                       "the explainer needs as background data", 400)
+            background = np.asarray(background, dtype=x.dtype).reshape(-1, x.shape[1])
+
+            def f(batch):
+                return next(iter(variant.model.predict(batch.astype(x.dtype)).values()))
+
+            explainer = shap.Explainer(f, background)
+            self._explainers[id(variant)] = explainer
+        try:
+            result = explainer(x)
+        except _MODEL_ERRORS as exc:
+            raise oip.RequestError(f"the model rejected the input: {exc}", 400) from None
+        return {"explanations": {"method": f"shap.{type(explainer).__name__}",
+                                 "values": np.asarray(result.values).tolist(),
+                                 "base_values": np.asarray(result.base_values).tolist()}}
 
     @app.get("/v1/models/{model_name}")
     async def v1_status(self, model_name: str, request: Request):

@@ -276,6 +276,7 @@ def deploy(spec: InferenceService, *, port: int | None = None,
         "tracking_uri": _config.get().tracking_uri,
         "max_request_bytes": spec.max_request_bytes,
         "payload_log": spec.payload_log,
+        "explainer": spec.explainer,
         "auth_sha256": (hashlib.sha256(spec.auth_token.encode()).hexdigest()
                         if spec.auth_token else None),
         "batching": dataclasses.asdict(spec.batching) if spec.batching else None,

@@ -9,6 +9,7 @@ from pathlib import Path
 from raymlp.errors import SpecError
 
 FLAVORS = ("auto", "pyfunc", "sklearn", "torch", "xgboost")
+EXPLAINERS = ("shap",)
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _URI_SCHEMES = ("models:/", "runs:/", "file:", "s3://", "gs://", "abfss://", "hdfs://", "http://",
                 "https://", "dbfs:/", "mlflow-artifacts:/")
@@ -153,6 +154,9 @@ class InferenceService:
         max_ongoing_requests: requests one replica works on at once.
         max_request_bytes: larger request bodies get 413.
         auth_token: when set, requests must carry ``Authorization: Bearer <token>``.
+        explainer: ``"shap"`` adds ``POST /v1/models/NAME:explain``: per-feature SHAP
+            attributions (``shap.Explainer`` over the model, with the input example logged
+            with the model as background data). Needs ``pip install 'raymlp[explain]'``.
         payload_log: log every inference request and its answer (JSON) to this sink: a file
             path (JSON lines, appended by every replica) or an ``http(s)://`` URL (batches
             POSTed as JSON arrays). Logging never delays or fails a request.
@@ -176,6 +180,7 @@ class InferenceService:
     max_request_bytes: int = 8 * 1024 * 1024
     auth_token: str | None = None
     payload_log: str | None = None
+    explainer: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -214,6 +219,14 @@ class InferenceService:
                     and not self.payload_log.startswith(("http://", "https://")))):
             raise _fail("InferenceService.payload_log", self.payload_log,
                         "None, a file path, or an http:// or https:// URL")
+
+        if self.explainer is not None:
+            if self.explainer not in EXPLAINERS:
+                raise _fail("InferenceService.explainer", self.explainer,
+                            f"None or one of {list(EXPLAINERS)}")
+            from raymlp._imports import require
+
+            require("shap", purpose="InferenceService.explainer='shap'", load=False)
 
     def deploy(self, *, port: int | None = None, wait_s: float = 300.0):
         """Deploy (or update) this service on Ray Serve; returns its :class:`ServiceStatus`.

@@ -1,0 +1,70 @@
+"""The :explain endpoint returns SHAP attributions that add up to the model's predictions."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import requests
+
+pytestmark = pytest.mark.timeout(300)
+
+NAME = "ex-svc"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(ray_session):
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    from raymlp import serve, tracking
+
+    rng = np.random.RandomState(2)
+    x = rng.rand(80, 4).astype(np.float32)
+    y = x @ np.array([3.0, -1.0, 0.0, 2.0], dtype=np.float32) + 0.5
+    reg = LinearRegression().fit(x, y)
+    with tracking.start_run("explain-model") as run:
+        uri = run.log_model(reg, flavor="sklearn", signature=infer_signature(x, reg.predict(x)),
+                            input_example=x[:20])
+    tracking.register_model(uri, NAME, alias="champion")
+    serve.start(port=_free_port())
+    st = serve.InferenceService(name=NAME, model=f"models:/{NAME}@champion", explainer="shap",
+                                resources=serve.Resources(num_cpus=0.25)).deploy()
+    yield st, x, reg
+    serve.delete(NAME)
+
+
+def test_explanations_are_additive_and_match_the_linear_model(service):
+    st, x, reg = service
+    rows = x[30:33]
+    r = requests.post(f"{st.url}/v1/models/{NAME}:explain", json={"instances": rows.tolist()},
+                      timeout=120)
+    assert r.status_code == 200, r.text
+    exp = r.json()["explanations"]
+    values, base = np.asarray(exp["values"]), np.asarray(exp["base_values"])
+    assert values.shape == (3, 4)
+    # Local accuracy: base value plus attributions is the prediction.
+    np.testing.assert_allclose(values.sum(axis=1) + base, reg.predict(rows), rtol=1e-4, atol=1e-4)
+    # For a linear model each attribution is coef * (x - mean of the background).
+    expected = reg.coef_ * (rows - x[:20].mean(axis=0))
+    np.testing.assert_allclose(values, expected, rtol=1e-3, atol=1e-4)
+    assert abs(values[:, 2]).max() < 1e-3  # the feature the target ignores
+
+
+def test_explain_rejects_bad_input_and_unknown_explainers(service):
+    st, x, _ = service
+    bad = requests.post(f"{st.url}/v1/models/{NAME}:explain", json={"instances": [[1.0, 2.0]]},
+                        timeout=60)
+    assert 400 <= bad.status_code < 500 and "error" in bad.json()
+    from raymlp import serve
+    from raymlp.errors import SpecError
+
+    with pytest.raises(SpecError, match="InferenceService.explainer"):
+        serve.InferenceService(name="x", model="models:/x/1", explainer="lime")
