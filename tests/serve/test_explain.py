@@ -1,4 +1,5 @@
-"""The :explain endpoint returns SHAP attributions that add up to the model's predictions."""
+"""The :explain endpoint (SHAP attributions that add up to the predictions) and the per-variant
+Prometheus metrics, on one real service."""
 
 from __future__ import annotations
 
@@ -68,3 +69,31 @@ def test_explain_rejects_bad_input_and_unknown_explainers(service):
 
     with pytest.raises(SpecError, match="InferenceService.explainer"):
         serve.InferenceService(name="x", model="models:/x/1", explainer="lime")
+
+
+def test_requests_are_counted_per_service_and_variant_in_prometheus_metrics(service):
+    """Ray's metrics agent exports the replicas' counters; scraped here like Prometheus would."""
+    import re
+    import time
+
+    import ray
+
+    st, x, _ = service
+    for _ in range(5):
+        r = requests.post(f"{st.url}/v1/models/{NAME}:predict",
+                          json={"instances": x[:2].tolist()}, timeout=30)
+        assert r.status_code == 200
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    pattern = re.compile(r'^ray_raymlp_serve_requests_total\{(?P<tags>[^}]*)\} (?P<n>[\d.e+]+)$',
+                         re.MULTILINE)
+    deadline, count = time.monotonic() + 90, 0.0
+    while time.monotonic() < deadline:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        count = sum(float(m["n"]) for m in pattern.finditer(text)
+                    if f'service="{NAME}"' in m["tags"] and 'variant="stable"' in m["tags"]
+                    and 'code="200"' in m["tags"])
+        if count >= 5:
+            break
+        time.sleep(2)
+    assert count >= 5, "raymlp_serve_requests not exported for the service's stable variant"
+    assert "ray_raymlp_serve_latency_ms_bucket" in text
