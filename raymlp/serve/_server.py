@@ -104,6 +104,15 @@ def _v1_input(model: LoadedModel, instances: list) -> Any:
                                        data=arr.reshape(-1).tolist()), spec)
 
 
+def _v1_batch(model: LoadedModel, raw: bytes) -> Any:
+    """The model input of a KServe v1 body (``instances``, or ``inputs``)."""
+    req = oip.parse(oip.V1Request, raw)
+    instances = req.instances if req.instances is not None else req.inputs
+    if not isinstance(instances, list) or not instances:
+        raise oip.RequestError("body must hold a non-empty 'instances' list")
+    return _v1_input(model, instances)
+
+
 class _Metrics:
     """Prometheus metrics per service and variant, exported by Ray's metrics agent."""
 
@@ -370,11 +379,7 @@ class ModelServer:
             variant = self._pick(request, model_name)
             name = variant.name
             raw = await self._body(request)
-            req = oip.parse(oip.V1Request, raw)
-            instances = req.instances if req.instances is not None else req.inputs
-            if not isinstance(instances, list) or not instances:
-                raise oip.RequestError("body must hold a non-empty 'instances' list")
-            x = _v1_input(variant.model, instances)
+            x = _v1_batch(variant.model, raw)
             out = await self._predict(variant, x)
             if isinstance(out, oip.RequestError):
                 raise out
@@ -400,11 +405,7 @@ class ModelServer:
                 raise oip.RequestError(f"service {self._service!r} has no explainer; deploy it "
                                        "with explainer='shap'", 404)
             raw = await self._body(request)
-            req = oip.parse(oip.V1Request, raw)
-            instances = req.instances if req.instances is not None else req.inputs
-            if not isinstance(instances, list) or not instances:
-                raise oip.RequestError("body must hold a non-empty 'instances' list")
-            x = _v1_input(variant.model, instances)
+            x = _v1_batch(variant.model, raw)
             if not isinstance(x, np.ndarray) or x.ndim != 2:
                 raise oip.RequestError("explain takes a batch of feature vectors (a 2-d tensor)")
             explanation = await asyncio.to_thread(self._explain, variant, x)
@@ -441,11 +442,7 @@ class ModelServer:
 
     @app.get("/v1/models/{model_name}")
     async def v1_status(self, model_name: str, request: Request):
-        try:
-            self._pick(request, model_name)
-        except oip.RequestError as exc:
-            return _error(str(exc), exc.status)
-        return _json({"name": model_name, "ready": True})
+        return await self.model_ready(model_name, request)
 
     # --- raymlp ---------------------------------------------------------------------------
 
