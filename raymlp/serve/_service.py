@@ -240,10 +240,10 @@ def _apply(spec: InferenceService, config: dict, wait_s: float) -> "ServiceStatu
         raise
     except Exception as exc:
         raise ServiceError(f"deploying service {spec.name!r} failed: {exc}") from exc
-    return _wait(spec.name, config, wait_s)
+    return _wait(spec.name, wait_s)
 
 
-def _wait(name: str, config: dict, wait_s: float) -> "ServiceStatus":
+def _wait(name: str, wait_s: float) -> "ServiceStatus":
     deadline = time.monotonic() + wait_s
     while True:
         st = status(name)

@@ -197,14 +197,11 @@ class Run:
         """Log ``model`` with its MLflow flavor; returns a URI ``mlflow.pyfunc.load_model`` takes."""
         module = flavor_module(flavor)
         kwargs.setdefault("pip_requirements", pip_requirements(flavor))
-        key = "python_model" if flavor == "pyfunc" else None
+        # pyfunc takes the model as python_model=, every native flavor positionally.
+        args, model_kw = ((), {"python_model": model}) if flavor == "pyfunc" else ((model,), {})
         with self._active():
-            if key:
-                info = module.log_model(name=name, python_model=model, signature=signature,
-                                        input_example=input_example, **kwargs)
-            else:
-                info = module.log_model(model, name=name, signature=signature,
-                                        input_example=input_example, **kwargs)
+            info = module.log_model(*args, name=name, signature=signature,
+                                    input_example=input_example, **model_kw, **kwargs)
         return info.model_uri
 
     @contextlib.contextmanager
