@@ -12,7 +12,8 @@ model or a path), optional canary with a traffic percent, autoscaling, batching:
 
 Endpoints under the service URL: ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/NAME``,
 ``/v2/models/NAME/ready``, ``/v2/models/NAME/infer`` (and ``/versions/V/...``), KServe v1
-``/v1/models/NAME:predict``.
+``/v1/models/NAME:predict`` and ``:explain``. A :class:`Transformer` adds user pre- and
+post-processing around the model inside each replica.
 """
 
 from raymlp.serve._service import (
@@ -30,6 +31,7 @@ from raymlp.serve._service import (
     status,
 )
 from raymlp.serve._spec import Autoscaling, Batching, InferenceService, Resources
+from raymlp.serve._transformer import Transformer
 
 __all__ = [
     "Autoscaling",
@@ -38,6 +40,7 @@ __all__ = [
     "Resources",
     "ServiceError",
     "ServiceStatus",
+    "Transformer",
     "VariantStatus",
     "canary",
     "delete",

@@ -35,6 +35,12 @@ def register(subparsers: Any) -> None:
     deploy.add_argument("--max-wait-ms", type=float, default=2.0, help="batch wait")
     deploy.add_argument("--flavor", default="auto")
     deploy.add_argument("--payload-log", help="log requests and answers to a file or http(s) URL")
+    deploy.add_argument("--transformer", metavar="MODULE:CLASS",
+                        help="pre/post-processing class (importable here; the current "
+                             "directory is searched first); shipped to the replicas by value")
+    deploy.add_argument("--explainer", choices=["shap"], help="add the :explain endpoint")
+    deploy.add_argument("--access-log", action="store_true",
+                        help="write Ray Serve's per-request access log in every replica")
     deploy.add_argument("--port", type=int, help="HTTP port when this starts Ray Serve (8000)")
     _address(deploy)
     deploy.set_defaults(func=_deploy)
@@ -73,8 +79,13 @@ def _print_status(st) -> None:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
     from raymlp import serve
 
+    if args.transformer and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     autoscaling = None
     if args.min_replicas is not None or args.max_replicas is not None:
         low = args.min_replicas if args.min_replicas is not None else 1
@@ -89,7 +100,8 @@ def _deploy(args: argparse.Namespace) -> int:
         batching=serve.Batching(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
         if args.max_batch_size else None,
         resources=serve.Resources(num_cpus=args.num_cpus, num_gpus=args.num_gpus),
-        payload_log=args.payload_log)
+        payload_log=args.payload_log, transformer=args.transformer, explainer=args.explainer,
+        access_log=args.access_log)
     _connect(args)
     st = spec.deploy(port=args.port)
     print(st.url)

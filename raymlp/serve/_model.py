@@ -63,18 +63,23 @@ class LoadedModel:
 
     def predict(self, x: Any) -> dict[str, np.ndarray]:
         """Call the model; returns named output arrays."""
-        out = self._predict(x)
-        return self._outputs(out)
+        return named_outputs(self._predict(x),
+                             self.outputs[0].name if len(self.outputs) == 1 else "predict")
 
-    def _outputs(self, out: Any) -> dict[str, np.ndarray]:
-        if type(out).__module__.startswith("torch"):
-            out = out.detach().cpu().numpy()
-        if hasattr(out, "to_dict") and hasattr(out, "columns"):  # DataFrame
-            return {str(c): out[c].to_numpy() for c in out.columns}
-        if isinstance(out, dict):
-            return {str(k): np.asarray(v) for k, v in out.items()}
-        name = self.outputs[0].name if len(self.outputs) == 1 else "predict"
-        return {name: np.asarray(out)}
+
+def named_outputs(out: Any, name: str) -> dict[str, np.ndarray]:
+    """Model or transformer outputs as named numpy arrays (one unnamed output gets ``name``)."""
+    if hasattr(out, "to_dict") and hasattr(out, "columns"):  # DataFrame
+        return {str(c): out[c].to_numpy() for c in out.columns}
+    if isinstance(out, dict):
+        return {str(k): _array(v) for k, v in out.items()}
+    return {name: _array(out)}
+
+
+def _array(value: Any) -> np.ndarray:
+    if type(value).__module__.startswith("torch"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def load(uri: str, flavor: str = "auto", *, threads: int | None = None) -> LoadedModel:
@@ -163,16 +168,16 @@ def _metadata(signature) -> tuple[list[TensorMetadata], list[TensorMetadata], bo
     return inputs, outputs, columnar
 
 
-def check_inputs(model: LoadedModel, names: list[str]) -> None:
+def check_inputs(specs: list[TensorMetadata], names: list[str], owner: str = "the model") -> None:
     """Missing or unexpected input names -> 400 naming them."""
-    if not model.inputs:
+    if not specs:
         if len(names) != 1:
-            raise RequestError(f"this model takes one input tensor, got {len(names)}")
+            raise RequestError(f"{owner} takes one input tensor, got {len(names)}")
         return
-    wanted = [spec.name for spec in model.inputs]
+    wanted = [spec.name for spec in specs]
     missing = [n for n in wanted if n not in names]
     if missing:
-        raise RequestError(f"missing input(s) {missing}; the model takes {wanted}")
+        raise RequestError(f"missing input(s) {missing}; {owner} takes {wanted}")
     extra = [n for n in names if n not in wanted]
     if extra:
-        raise RequestError(f"unknown input(s) {extra}; the model takes {wanted}")
+        raise RequestError(f"unknown input(s) {extra}; {owner} takes {wanted}")

@@ -32,6 +32,10 @@ def datatype_of(dtype: np.dtype) -> str:
     return "BYTES"
 
 
+# What a model or transformer raises when it rejects its input (the client's problem: a 400).
+REJECTED = (ValueError, TypeError, IndexError, KeyError)
+
+
 class RequestError(Exception):
     """A request the service cannot take: answered with ``status`` and ``{"error": message}``."""
 

@@ -1,7 +1,7 @@
 """The Ray Serve deployment behind every inference service.
 
-One deployment per service, FastAPI ingress, serving the Open Inference Protocol v2 and KServe
-v1. Each replica holds the stable model and, during a rollout, the canary, and picks one per
+One deployment per service, answering HTTP itself (``__call__``) with the Open Inference
+Protocol v2 and KServe v1. Each replica holds the stable model and, during a rollout, the canary, and picks one per
 request: version-level traffic split, which Ray Serve lacks, costs no extra hop. The split and
 the models live in the deployment's ``user_config``, so changing the percent, promoting and
 rolling back are Ray Serve "lightweight updates": ``reconfigure`` on the live replicas, no
@@ -12,37 +12,39 @@ restart, no request dropped.
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import random
+import re
 import time
 import zlib
 from typing import Any, Optional
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
 
 from raymlp.serve import _payload as payload
 from raymlp.serve import _protocol as oip
-from raymlp.serve._model import LoadedModel, check_inputs, load
+from raymlp.serve._model import LoadedModel, check_inputs, load, named_outputs
+from raymlp.serve._transformer import Loaded as Transformer
 
 logger = logging.getLogger("raymlp.serve")
 
 ROUTE_KEY_HEADER = "x-raymlp-route-key"  # A/B: the same key always gets the same variant
 VARIANT_HEADER = "x-raymlp-variant"
-_MODEL_ERRORS = (ValueError, TypeError, IndexError, KeyError)
 
-app = FastAPI(title="raymlp inference service", docs_url=None, redoc_url=None,
-              openapi_url=None)
+# The service's own routes under its prefix; matched by hand (a web framework's router,
+# middleware and dependency solving cost ~30 % of a replica's time per request, measured).
+_V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?/?")
+_V1_MODEL = re.compile(r"/v1/models/([^/:]+)(:predict|:explain)?/?")
 
 
 def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
     if hasattr(body, "model_dump_json"):
         content = body.model_dump_json(exclude_none=True)
     else:
-        import json
-
         content = json.dumps(body)
     return Response(content, status_code=status, media_type="application/json", headers=headers)
 
@@ -51,70 +53,109 @@ def _error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
 
 
-class _Variant:
-    __slots__ = ("name", "model_uri", "uri", "version", "percent", "model", "metadata")
+def _failure(exc: oip.RequestError) -> Response:
+    if exc.status >= 500:  # the service's fault (a transformer bug, say): keep the traceback
+        logger.error("%s", exc, exc_info=exc.__cause__)
+    return _error(str(exc), exc.status)
 
-    def __init__(self, spec: dict, model: LoadedModel, service: str):
+
+class _Variant:
+    __slots__ = ("interface", "metadata", "model", "model_uri", "name", "percent", "uri",
+                 "version")
+
+    def __init__(self, spec: dict, model: LoadedModel, service: str,
+                 transformer: Transformer | None):
         self.name = spec["name"]
         self.model_uri = spec["model"]
         self.uri = spec["uri"]
         self.version = spec.get("version")
         self.percent = float(spec["percent"])
         self.model = model
+        inputs = transformer.inputs if transformer and transformer.inputs else model.inputs
+        outputs = transformer.outputs if transformer and transformer.outputs else model.outputs
         self.metadata = oip.ModelMetadata(
             name=service, versions=[self.version] if self.version else [],
-            platform=f"mlflow-{model.flavor}", inputs=model.inputs, outputs=model.outputs)
+            platform=f"mlflow-{model.flavor}", inputs=inputs, outputs=outputs)
+        self.interface = _Interface(model, transformer)
 
 
-def _v1_input(model: LoadedModel, instances: list) -> Any:
-    if model.columnar:
-        cols = [s.name for s in model.inputs]
-        if all(isinstance(r, dict) for r in instances):
-            missing = sorted({c for r in instances for c in cols if c not in r})
-            if missing:
-                raise oip.RequestError(f"instances miss column(s) {missing}; the model takes "
-                                       f"{cols}")
-            rows = [[r[c] for c in cols] for r in instances]
+class _Interface:
+    """What requests must carry: the model's inputs, or the transformer's when it declares them
+    (``specs`` None: the transformer takes any tensors)."""
+
+    __slots__ = ("columnar", "owner", "specs")
+
+    def __init__(self, model: LoadedModel, transformer: Transformer | None):
+        if transformer is None:
+            self.specs, self.columnar, self.owner = model.inputs, model.columnar, "the model"
         else:
-            rows = instances
-        tensors = {}
-        for j, spec in enumerate(model.inputs):
-            try:
-                column = [row[j] for row in rows]
-            except (TypeError, IndexError, KeyError):
-                raise oip.RequestError(f"each instance must hold {len(cols)} values "
-                                       f"({cols})") from None
-            if any(len(row) != len(cols) for row in rows):
-                raise oip.RequestError(f"each instance must hold {len(cols)} values ({cols})")
-            tensors[spec.name] = oip.decode(oip.RequestInput(
-                name=spec.name, shape=[len(column)], datatype=spec.datatype, data=column), spec)
-        return model.assemble(tensors)
-    if len(model.inputs) > 1:
-        raise oip.RequestError("this model takes several named inputs: use the v2 infer API")
-    spec = model.inputs[0] if model.inputs else None
-    try:
-        arr = np.asarray(instances)
-    except ValueError as exc:
-        raise oip.RequestError(f"instances are ragged: {exc}") from None
-    if arr.dtype == object:
-        raise oip.RequestError("instances must be a rectangular list of numbers")
-    datatype = spec.datatype if spec else oip.datatype_of(arr.dtype)
-    return oip.decode(oip.RequestInput(name=spec.name if spec else "input-0",
-                                       shape=list(arr.shape), datatype=datatype,
-                                       data=arr.reshape(-1).tolist()), spec)
+            self.specs = transformer.inputs
+            self.columnar = bool(self.specs) and len(self.specs) > 1
+            self.owner = "the service"
+
+    def v2(self, inputs: list[oip.RequestInput]) -> dict[str, np.ndarray]:
+        """Named arrays from v2 request tensors, checked against the interface."""
+        if self.specs is None:
+            return {i.name: oip.decode(i, None) for i in inputs}
+        check_inputs(self.specs, [i.name for i in inputs], self.owner)
+        by_name = {s.name: s for s in self.specs}
+        return {i.name: oip.decode(i, by_name.get(i.name)) for i in inputs}
+
+    def v1(self, raw: bytes) -> dict[str, np.ndarray]:
+        """Named arrays from a KServe v1 body (``instances``, or ``inputs``)."""
+        req = oip.parse(oip.V1Request, raw)
+        instances = req.instances if req.instances is not None else req.inputs
+        if not isinstance(instances, list) or not instances:
+            raise oip.RequestError("body must hold a non-empty 'instances' list")
+        specs = self.specs or []
+        if self.columnar:
+            return _v1_columns(specs, instances)
+        if len(specs) > 1:
+            raise oip.RequestError(f"{self.owner} takes several named inputs: use the v2 infer "
+                                   "API")
+        spec = specs[0] if specs else None
+        try:
+            arr = np.asarray(instances)
+        except ValueError as exc:
+            raise oip.RequestError(f"instances are ragged: {exc}") from None
+        if arr.dtype == object:
+            raise oip.RequestError("instances must be a rectangular list of numbers or strings")
+        datatype = spec.datatype if spec else oip.datatype_of(arr.dtype)
+        name = spec.name if spec else "input-0"
+        return {name: oip.decode(oip.RequestInput(name=name, shape=list(arr.shape),
+                                                  datatype=datatype,
+                                                  data=arr.reshape(-1).tolist()), spec)}
 
 
-def _v1_batch(model: LoadedModel, raw: bytes) -> Any:
-    """The model input of a KServe v1 body (``instances``, or ``inputs``)."""
-    req = oip.parse(oip.V1Request, raw)
-    instances = req.instances if req.instances is not None else req.inputs
-    if not isinstance(instances, list) or not instances:
-        raise oip.RequestError("body must hold a non-empty 'instances' list")
-    return _v1_input(model, instances)
+def _v1_columns(specs: list[oip.TensorMetadata], instances: list) -> dict[str, np.ndarray]:
+    """Columns from v1 rows: objects by column name, or lists in column order."""
+    cols = [s.name for s in specs]
+    if all(isinstance(r, dict) for r in instances):
+        missing = sorted({c for r in instances for c in cols if c not in r})
+        if missing:
+            raise oip.RequestError(f"instances miss column(s) {missing}; the model takes {cols}")
+        rows = [[r[c] for c in cols] for r in instances]
+    else:
+        rows = instances
+    tensors = {}
+    for j, spec in enumerate(specs):
+        try:
+            column = [row[j] for row in rows]
+        except (TypeError, IndexError, KeyError):
+            raise oip.RequestError(f"each instance must hold {len(cols)} values ({cols})") from None
+        if any(len(row) != len(cols) for row in rows):
+            raise oip.RequestError(f"each instance must hold {len(cols)} values ({cols})")
+        tensors[spec.name] = oip.decode(oip.RequestInput(
+            name=spec.name, shape=[len(column)], datatype=spec.datatype, data=column), spec)
+    return tensors
 
 
 class _Metrics:
-    """Prometheus metrics per service and variant, exported by Ray's metrics agent."""
+    """Prometheus metrics per service, variant and status code, exported by Ray's metrics
+    agent. A request only bumps local tallies; a background task hands them to Ray once a
+    second (a Ray metric call per request cost ~5 % of a replica's time, measured)."""
+
+    FLUSH_S = 1.0
 
     def __init__(self) -> None:
         try:
@@ -129,17 +170,35 @@ class _Metrics:
                 boundaries=[0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000], tag_keys=tags)
         except Exception:  # metrics are best effort: never fail a replica over them
             self._requests = self._latency = None
+        self._pending: dict[tuple[str, str, int], list[float]] = {}
+        self._task: asyncio.Task | None = None
 
     def observe(self, service: str, variant: str, status: int, seconds: float) -> None:
         if self._requests is None:
             return
-        tags = {"service": service, "variant": variant, "code": str(status)}
-        self._requests.inc(1, tags=tags)
-        self._latency.observe(seconds * 1000.0, tags=tags)
+        key = (service, variant, status)
+        values = self._pending.get(key)
+        if values is None:
+            self._pending[key] = values = []
+        values.append(seconds * 1000.0)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.FLUSH_S)
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (service, variant, status), values in pending.items():
+            tags = {"service": service, "variant": variant, "code": str(status)}
+            self._requests.inc(len(values), tags=tags)
+            for ms in values:
+                self._latency.observe(ms, tags=tags)
 
 
 @serve.deployment(name="predictor")
-@serve.ingress(app)
 class ModelServer:
     """A replica: the service's models, the traffic split, and the protocol endpoints."""
 
@@ -155,6 +214,7 @@ class ModelServer:
         self._payload: Optional[payload.PayloadLogger] = None
         self._explainer: Optional[str] = None
         self._explainers: dict[int, Any] = {}
+        self._transformer: Transformer | None = None
 
     async def reconfigure(self, config: dict) -> None:
         """Apply a new service state (models, split, limits) without restarting the replica."""
@@ -163,6 +223,12 @@ class ModelServer:
         if config.get("tracking_uri"):
             _config.configure(tracking_uri=config["tracking_uri"])
         threads = int(config.get("threads") or 1)
+        state = config.get("transformer")
+        transformer = self._transformer
+        if state is None:
+            transformer = None
+        elif transformer is None or transformer.sha256 != state["sha256"]:
+            transformer = await asyncio.to_thread(Transformer, state)
         variants = []
         for spec in config["variants"]:
             key = (spec["uri"], spec.get("flavor", "auto"))
@@ -170,7 +236,7 @@ class ModelServer:
             if model is None:
                 # Load off the event loop: requests keep being served meanwhile.
                 model = await asyncio.to_thread(load, key[0], key[1], threads=threads)
-            variants.append(_Variant(spec, model, config["service"]))
+            variants.append(_Variant(spec, model, config["service"], transformer))
         self._models = {(v.uri, s.get("flavor", "auto")): v.model
                         for v, s in zip(variants, config["variants"])}
         batching = config.get("batching")
@@ -188,6 +254,7 @@ class ModelServer:
             if old is not None:
                 old.close()
         self._batching = bool(batching)
+        self._transformer = transformer
         self._variants = variants  # one assignment: requests see the old or the new state
 
     # --- routing -------------------------------------------------------------------------
@@ -239,7 +306,7 @@ class ModelServer:
             return await self._batched((variant, x))
         try:
             return variant.model.predict(x)
-        except _MODEL_ERRORS as exc:
+        except oip.REJECTED as exc:
             raise oip.RequestError(f"the model rejected the input: {exc}", 400) from None
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
@@ -257,11 +324,11 @@ class ModelServer:
                 split = {k: np.split(v, offsets) for k, v in out.items()}
                 for j, i in enumerate(idx):
                     results[i] = {k: parts[j] for k, parts in split.items()}
-            except _MODEL_ERRORS as exc:
+            except oip.REJECTED as exc:
                 for i in idx:  # one bad request must not fail its batch: retry one by one
                     try:
                         results[i] = variant.model.predict(items[i][1])
-                    except _MODEL_ERRORS as one:
+                    except oip.REJECTED as one:
                         results[i] = oip.RequestError(f"the model rejected the input: {one}")
                 del exc
         return results
@@ -278,58 +345,67 @@ class ModelServer:
         self._counts[variant] = self._counts.get(variant, 0) + 1
         self._metrics.observe(self._service, variant, status, time.perf_counter() - started)
 
+    # --- routing --------------------------------------------------------------------------
+
+    async def __call__(self, request: Request) -> Response:
+        scope = request.scope
+        path, root = scope["path"], scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        method = scope["method"]
+        try:
+            match = _V2_MODEL.fullmatch(path)
+            if match is not None:
+                name, version, action = match.groups()
+                if action == "/infer":
+                    _allow(method, "POST")
+                    return await self._infer(request, name, version)
+                _allow(method, "GET")
+                if action == "/ready":
+                    return self._model_ready(request, name, version)
+                return self._metadata(request, name, version)
+            match = _V1_MODEL.fullmatch(path)
+            if match is not None:
+                name, action = match.groups()
+                if action == ":predict":
+                    _allow(method, "POST")
+                    return await self._v1_predict(request, name)
+                if action == ":explain":
+                    _allow(method, "POST")
+                    return await self._v1_explain(request, name)
+                _allow(method, "GET")
+                return self._model_ready(request, name, None)
+            _allow(method, "GET")
+            path = path.rstrip("/")
+            if path == "/v2/health/live":
+                return _json({"live": True})
+            if path == "/v2/health/ready":
+                ok = bool(self._variants)
+                return _json({"ready": ok}, 200 if ok else 503)
+            if path == "/v2":
+                return _json({"name": "raymlp", "version": "2", "extensions": []})
+            if path == "/raymlp/stats":
+                return self._stats()
+            raise oip.RequestError(f"no endpoint {path!r}; see /v2/models/{self._service} and "
+                                   f"/v1/models/{self._service}:predict", 404)
+        except oip.RequestError as exc:
+            return _error(str(exc), exc.status)
+        except Exception as exc:  # a bug, not the client's mistake: logged, answered as JSON
+            logger.exception("%s %s failed", method, path)
+            return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
+
     # --- Open Inference Protocol v2 ------------------------------------------------------
 
-    @app.get("/v2/health/live")
-    async def live(self):
-        return _json({"live": True})
+    def _metadata(self, request: Request, model_name: str, version: str | None) -> Response:
+        variant = self._pick(request, model_name, version)
+        if version is None:  # the service as a whole: the stable signature, every version
+            return _json(self._variants[0].metadata.model_copy(update={
+                "versions": [v.version for v in self._variants if v.version]}))
+        return _json(variant.metadata)
 
-    @app.get("/v2/health/ready")
-    async def ready(self):
-        ok = bool(self._variants)
-        return _json({"ready": ok}, 200 if ok else 503)
-
-    @app.get("/v2")
-    async def server_metadata(self):
-        return _json({"name": "raymlp", "version": "2", "extensions": []})
-
-    @app.get("/v2/models/{model_name}")
-    async def model_metadata(self, model_name: str, request: Request):
-        return self._metadata(request, model_name, None)
-
-    @app.get("/v2/models/{model_name}/versions/{version}")
-    async def version_metadata(self, model_name: str, version: str, request: Request):
-        return self._metadata(request, model_name, version)
-
-    def _metadata(self, request: Request, model_name: str, version: str | None):
-        try:
-            variant = self._pick(request, model_name, version) if version else None
-            if variant is None:
-                self._pick(request, model_name, self._variants[0].version
-                           if self._variants[0].version else None)
-                variant = self._variants[0]
-                meta = variant.metadata.model_copy(update={
-                    "versions": [v.version for v in self._variants if v.version]})
-                return _json(meta)
-            return _json(variant.metadata)
-        except oip.RequestError as exc:
-            return _error(str(exc), exc.status)
-
-    @app.get("/v2/models/{model_name}/ready")
-    async def model_ready(self, model_name: str, request: Request):
-        try:
-            self._pick(request, model_name)
-        except oip.RequestError as exc:
-            return _error(str(exc), exc.status)
+    def _model_ready(self, request: Request, model_name: str, version: str | None) -> Response:
+        self._pick(request, model_name, version)
         return _json({"name": model_name, "ready": True})
-
-    @app.post("/v2/models/{model_name}/infer")
-    async def infer(self, model_name: str, request: Request):
-        return await self._infer(request, model_name, None)
-
-    @app.post("/v2/models/{model_name}/versions/{version}/infer")
-    async def infer_version(self, model_name: str, version: str, request: Request):
-        return await self._infer(request, model_name, version)
 
     async def _infer(self, request: Request, model_name: str, version: str | None):
         started = time.perf_counter()
@@ -340,17 +416,7 @@ class ModelServer:
             name = variant.name
             raw = await self._body(request)
             req = oip.parse(oip.InferenceRequest, raw)
-            model = variant.model
-            check_inputs(model, [i.name for i in req.inputs])
-            specs = {s.name: s for s in model.inputs}
-            tensors = {i.name: oip.decode(i, specs.get(i.name)) for i in req.inputs}
-            if model.columnar:
-                rows = {len(t) for t in tensors.values()}
-                if len(rows) > 1:
-                    raise oip.RequestError(f"column inputs have different lengths {sorted(rows)}")
-            out = await self._predict(variant, model.assemble(tensors))
-            if isinstance(out, oip.RequestError):
-                raise out
+            out = await self._run(variant, variant.interface.v2(req.inputs))
             wanted = [o.name for o in req.outputs] if req.outputs else None
             if wanted:
                 unknown = [n for n in wanted if n not in out]
@@ -366,12 +432,39 @@ class ModelServer:
                                 started, req.id)
         except oip.RequestError as exc:
             self._count(name, exc.status, started)
-            return self._logged(_error(str(exc), exc.status), "v2", variant, raw, started)
+            return self._logged(_failure(exc), "v2", variant, raw, started)
+
+    async def _model_input(self, variant: _Variant, tensors: dict[str, np.ndarray]) -> Any:
+        """Request tensors -> what the model takes, through the transformer's preprocess."""
+        model = variant.model
+        if self._transformer is not None:
+            x = await self._transformer.preprocess(tensors)
+            if not isinstance(x, dict):
+                return x
+            check_inputs(model.inputs, list(x), "the model (after preprocess)")
+            tensors = {k: np.asarray(v) for k, v in x.items()}
+        if model.columnar:
+            rows = {len(t) for t in tensors.values()}
+            if len(rows) > 1:
+                raise oip.RequestError(f"column inputs have different lengths {sorted(rows)}")
+        return model.assemble(tensors)
+
+    async def _run(self, variant: _Variant, tensors: dict[str, np.ndarray]
+                   ) -> dict[str, np.ndarray]:
+        """Preprocess, predict (batched when enabled), postprocess: named output arrays."""
+        out = await self._predict(variant, await self._model_input(variant, tensors))
+        if isinstance(out, oip.RequestError):
+            raise out
+        tf = self._transformer
+        if tf is None:
+            return out
+        single = (tf.outputs[0].name if tf.outputs
+                  else next(iter(out)) if len(out) == 1 else "output-0")
+        return named_outputs(await tf.postprocess(out), single)
 
     # --- KServe v1 ------------------------------------------------------------------------
 
-    @app.post("/v1/models/{model_name}:predict")
-    async def v1_predict(self, model_name: str, request: Request):
+    async def _v1_predict(self, request: Request, model_name: str):
         started = time.perf_counter()
         name = "none"
         variant = raw = None
@@ -379,10 +472,7 @@ class ModelServer:
             variant = self._pick(request, model_name)
             name = variant.name
             raw = await self._body(request)
-            x = _v1_batch(variant.model, raw)
-            out = await self._predict(variant, x)
-            if isinstance(out, oip.RequestError):
-                raise out
+            out = await self._run(variant, variant.interface.v1(raw))
             if len(out) == 1:
                 predictions = next(iter(out.values())).tolist()
             else:
@@ -393,10 +483,9 @@ class ModelServer:
                                 "v1", variant, raw, started)
         except oip.RequestError as exc:
             self._count(name, exc.status, started)
-            return self._logged(_error(str(exc), exc.status), "v1", variant, raw, started)
+            return self._logged(_failure(exc), "v1", variant, raw, started)
 
-    @app.post("/v1/models/{model_name}:explain")
-    async def v1_explain(self, model_name: str, request: Request):
+    async def _v1_explain(self, request: Request, model_name: str):
         started = time.perf_counter()
         variant = raw = None
         try:
@@ -405,7 +494,7 @@ class ModelServer:
                 raise oip.RequestError(f"service {self._service!r} has no explainer; deploy it "
                                        "with explainer='shap'", 404)
             raw = await self._body(request)
-            x = _v1_batch(variant.model, raw)
+            x = await self._model_input(variant, variant.interface.v1(raw))
             if not isinstance(x, np.ndarray) or x.ndim != 2:
                 raise oip.RequestError("explain takes a batch of feature vectors (a 2-d tensor)")
             explanation = await asyncio.to_thread(self._explain, variant, x)
@@ -414,7 +503,7 @@ class ModelServer:
                                 "explain", variant, raw, started)
         except oip.RequestError as exc:
             self._count(getattr(variant, "name", "none"), exc.status, started)
-            return self._logged(_error(str(exc), exc.status), "explain", variant, raw, started)
+            return self._logged(_failure(exc), "explain", variant, raw, started)
 
     def _explain(self, variant: _Variant, x: np.ndarray) -> dict:
         import shap
@@ -434,20 +523,20 @@ class ModelServer:
             self._explainers[id(variant)] = explainer
         try:
             result = explainer(x)
-        except _MODEL_ERRORS as exc:
+        except oip.REJECTED as exc:
             raise oip.RequestError(f"the model rejected the input: {exc}", 400) from None
         return {"explanations": {"method": f"shap.{type(explainer).__name__}",
                                  "values": np.asarray(result.values).tolist(),
                                  "base_values": np.asarray(result.base_values).tolist()}}
 
-    @app.get("/v1/models/{model_name}")
-    async def v1_status(self, model_name: str, request: Request):
-        return await self.model_ready(model_name, request)
-
     # --- raymlp ---------------------------------------------------------------------------
 
-    @app.get("/raymlp/stats")
-    async def stats(self):
+    def _stats(self) -> Response:
         return _json({"counts": self._counts,
                       "variants": [{"name": v.name, "uri": v.uri, "version": v.version,
                                     "percent": v.percent} for v in self._variants]})
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise oip.RequestError(f"method {method} is not allowed here; use {allowed}", 405)

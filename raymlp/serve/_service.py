@@ -26,6 +26,7 @@ from raymlp.serve._spec import (
     check_model_uri,
     check_percent,
 )
+from raymlp.serve._transformer import pack
 
 DEPLOYMENT = "predictor"
 _STATE_KEY = "raymlp_service"
@@ -66,6 +67,7 @@ class ServiceStatus:
         target_replicas: replicas Ray Serve is aiming at (autoscaling moves it).
         stable: the stable variant.
         canary: the canary variant, or None.
+        transformer: ``module:Class`` of the service's transformer, or None.
         message: Ray Serve's status message, if any.
     """
 
@@ -76,6 +78,7 @@ class ServiceStatus:
     target_replicas: int
     stable: VariantStatus
     canary: VariantStatus | None
+    transformer: str | None = None
     message: str = ""
 
     def _repr_html_(self) -> str:
@@ -149,8 +152,9 @@ def start(*, port: int | None = None, host: str = "127.0.0.1", fast_ingress: boo
     Returns:
         str: the HTTP root URL, e.g. ``http://127.0.0.1:8000``.
     """
-    import raymlp
     from ray import serve
+
+    import raymlp
 
     raymlp.init()
     if _client() is None:
@@ -200,9 +204,8 @@ def _variant(name: str, model: str, flavor: str, percent: float) -> dict:
 
 
 def _spec_dict(spec: InferenceService) -> dict:
-    out = dataclasses.asdict(spec)
-    out.pop("auth_token")
-    return out
+    # The token is kept only as a digest; the transformer travels pickled, beside the spec.
+    return dataclasses.asdict(dataclasses.replace(spec, auth_token=None, transformer=None))
 
 
 def _spec_from(config: dict) -> InferenceService:
@@ -226,6 +229,7 @@ def _apply(spec: InferenceService, config: dict, wait_s: float) -> "ServiceStatu
         "max_ongoing_requests": spec.max_ongoing_requests,
         "graceful_shutdown_timeout_s": 10.0,
         "health_check_period_s": 2.0,
+        "logging_config": {"enable_access_log": spec.access_log},
     }
     if spec.autoscaling is not None:
         options["autoscaling_config"] = spec.autoscaling.serve_config()
@@ -277,6 +281,7 @@ def deploy(spec: InferenceService, *, port: int | None = None,
         "max_request_bytes": spec.max_request_bytes,
         "payload_log": spec.payload_log,
         "explainer": spec.explainer,
+        "transformer": pack(spec.transformer) if spec.transformer is not None else None,
         "auth_sha256": (hashlib.sha256(spec.auth_token.encode()).hexdigest()
                         if spec.auth_token else None),
         "batching": dataclasses.asdict(spec.batching) if spec.batching else None,
@@ -347,6 +352,7 @@ def status(name: str) -> ServiceStatus:
         name=name, url=f"{_root_url()}/{name}", status=str(app_status),
         replicas=running, target_replicas=int(dep.get("target_num_replicas") or 0),
         stable=variants[0], canary=variants[1] if len(variants) > 1 else None,
+        transformer=(config.get("transformer") or {}).get("name"),
         message=app.get("message") or dep.get("message") or "")
 
 

@@ -115,7 +115,9 @@ def check_loop(loop: Callable[..., Any]) -> None:
                         field="TrainJob.loop", value=loop)
     from ray import cloudpickle
 
-    _ship_by_value(loop)
+    from raymlp._pickling import ship_by_value
+
+    ship_by_value(loop)
     try:
         cloudpickle.dumps(loop)
     except Exception as exc:  # the pickler raises many kinds of errors
@@ -126,24 +128,3 @@ def check_loop(loop: Callable[..., Any]) -> None:
             "create those inside the loop.",
             field="TrainJob.loop", value=name,
         ) from exc
-
-
-def _ship_by_value(fn: Callable[..., Any]) -> None:
-    """Send a loop defined in the user's own module by value, so workers need not import it.
-
-    Modules of installed packages stay by reference (workers have them too).
-    """
-    import inspect
-    import sys
-    import sysconfig
-
-    from ray import cloudpickle
-
-    module = inspect.getmodule(fn)
-    if module is None or module.__name__ in ("__main__", "builtins"):
-        return
-    path = getattr(module, "__file__", None) or ""
-    installed = (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sys.prefix)
-    if not path or path.startswith(installed) or module.__name__.split(".")[0] == "raymlp":
-        return
-    cloudpickle.register_pickle_by_value(module)

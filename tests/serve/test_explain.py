@@ -3,21 +3,16 @@ Prometheus metrics, on one real service."""
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 import requests
+
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
 NAME = "ex-svc"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +30,7 @@ def service(ray_session):
         uri = run.log_model(reg, flavor="sklearn", signature=infer_signature(x, reg.predict(x)),
                             input_example=x[:20])
     tracking.register_model(uri, NAME, alias="champion")
-    serve.start(port=_free_port())
+    serve.start(port=free_port())
     st = serve.InferenceService(name=NAME, model=f"models:/{NAME}@champion", explainer="shap",
                                 resources=serve.Resources(num_cpus=0.25)).deploy()
     yield st, x, reg

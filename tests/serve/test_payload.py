@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 import time
 
@@ -12,15 +11,12 @@ import numpy as np
 import pytest
 import requests
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.timeout(300)
 
 NAME = "pl-svc"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +70,7 @@ def _body(x):
 def test_requests_and_answers_are_logged_to_a_file_then_to_an_http_sink(model, tmp_path):
     from raymlp import serve
 
-    serve.start(port=_free_port())
+    serve.start(port=free_port())
     log = tmp_path / "payloads.jsonl"
     st = serve.InferenceService(name=NAME, model=f"models:/{NAME}@champion", payload_log=str(log),
                                 resources=serve.Resources(num_cpus=0.25)).deploy()
@@ -104,7 +100,7 @@ def test_requests_and_answers_are_logged_to_a_file_then_to_an_http_sink(model, t
                                rtol=1e-5)
 
     # Switching the sink to an HTTP collector is a live update of the same service.
-    port = _free_port()
+    port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

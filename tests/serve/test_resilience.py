@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -14,16 +13,13 @@ import numpy as np
 import pytest
 import requests
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.timeout(300)
 
 SKLEARN = "rs-iris"  # registered model name; the services are named rs-*
 DIGITS = "rs-digits"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _body(x, name="input-0", datatype="FP32"):
@@ -57,7 +53,7 @@ def sklearn_model(ray_session):
     with tracking.start_run("resilience-sklearn") as run:
         uri = run.log_model(model, flavor="sklearn", signature=infer_signature(x, model.predict(x)))
     tracking.register_model(uri, SKLEARN, alias="live")
-    serve.start(port=_free_port())
+    serve.start(port=free_port())
     yield {"x": x, "model": model, "uri": f"models:/{SKLEARN}@live"}
     from ray import serve as ray_serve
 

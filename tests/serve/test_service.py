@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +17,12 @@ import numpy as np
 import pytest
 import requests
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.timeout(300)
 
 NAME = "iris"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +52,7 @@ def service(models):
 
     from raymlp import serve
 
-    serve.start(port=_free_port())
+    serve.start(port=free_port())
     st = serve.InferenceService(name=NAME, model=f"models:/{NAME}@first",
                                 resources=serve.Resources(num_cpus=0.25),
                                 max_request_bytes=64 * 1024).deploy()

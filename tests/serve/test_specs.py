@@ -14,7 +14,7 @@ from raymlp.errors import SpecError
 def test_public_surface_is_pinned():
     assert sorted(serve.__all__) == sorted([
         "Autoscaling", "Batching", "InferenceService", "Resources", "ServiceError",
-        "ServiceStatus", "VariantStatus", "canary", "delete", "deploy", "list_services",
+        "ServiceStatus", "Transformer", "VariantStatus", "canary", "delete", "deploy", "list_services",
         "promote", "rollback", "set_canary_percent", "start", "status"])
 
 
@@ -35,6 +35,14 @@ def test_public_surface_is_pinned():
      "InferenceService.autoscaling", "serve.Autoscaling"),
     ({"name": "ok", "model": "models:/m/1", "auth_token": "short"},
      "InferenceService.auth_token", "at least 8"),
+    ({"name": "ok", "model": "models:/m/1", "access_log": "yes"},
+     "InferenceService.access_log", "True or False"),
+    ({"name": "ok", "model": "models:/m/1", "transformer": object()},
+     "InferenceService.transformer", "preprocess and/or postprocess"),
+    ({"name": "ok", "model": "models:/m/1", "transformer": "no_such_module_xyz:T"},
+     "InferenceService.transformer", "cannot import no_such_module_xyz:T"),
+    ({"name": "ok", "model": "models:/m/1", "transformer": "just-a-name"},
+     "InferenceService.transformer", "'module:Class'"),
 ])
 def test_bad_service_spec_names_field_value_and_allowed(kwargs, field, fragment):
     with pytest.raises(SpecError) as info:
@@ -68,3 +76,48 @@ def test_valid_spec_keeps_values_and_maps_to_serve_autoscaling():
     assert cfg["min_replicas"] == 0 and cfg["max_replicas"] == 4 and cfg["initial_replicas"] == 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.name = "other"  # frozen
+
+
+class _NeedsArgs(serve.Transformer):
+    def __init__(self, vocabulary):
+        self.vocabulary = vocabulary
+
+
+class _BadTensors(serve.Transformer):
+    inputs = [("text", "STRING", [-1])]
+
+
+class _Unpicklable(serve.Transformer):
+    def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()
+
+
+@pytest.mark.parametrize("transformer, field, fragment", [
+    (_NeedsArgs, "InferenceService.transformer", "constructible without arguments"),
+    (_BadTensors, "InferenceService.transformer.inputs", "'BYTES'"),
+    (_Unpicklable(), "InferenceService.transformer", "cannot be pickled"),
+])
+def test_bad_transformer_is_refused_before_deploy(transformer, field, fragment):
+    with pytest.raises(SpecError) as info:
+        serve.InferenceService(name="ok", model="models:/m/1", transformer=transformer)
+    assert info.value.field == field
+    assert fragment in str(info.value)
+
+
+def test_transformer_by_class_instance_or_reference():
+    ref = f"{__name__}:_NeedsArgs"
+    with pytest.raises(SpecError):  # the reference resolves to the class, which needs args
+        serve.InferenceService(name="ok", model="models:/m/1", transformer=ref)
+    spec = serve.InferenceService(name="ok", model="models:/m/1",
+                                  transformer=_NeedsArgs({"a": 1}))
+    assert isinstance(spec.transformer, _NeedsArgs)
+    spec = serve.InferenceService(name="ok", model="models:/m/1",
+                                  transformer=f"{__name__}:_Plain")
+    assert spec.transformer is _Plain
+
+
+class _Plain(serve.Transformer):
+    def preprocess(self, inputs):
+        return inputs

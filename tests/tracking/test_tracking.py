@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from raymlp import _config, tracking
 from raymlp.errors import ConfigError, JobError, SpecError, TrackingError
+from tests.helpers import free_port
 
 
 def test_runs_params_metrics_nested_runs_and_artifacts(raymlp_home, tmp_path):
@@ -79,16 +79,11 @@ def test_model_registry_aliases_and_lineage_on_local_store(raymlp_home):
     _sklearn_model_roundtrip()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` process: SQLite backend, local artifact root, served artifacts."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
@@ -147,7 +142,7 @@ def test_unreachable_tracking_server_gives_a_tracking_error(raymlp_home, monkeyp
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     previous = _config.get().tracking_uri
-    _config.configure(tracking_uri=f"http://127.0.0.1:{_free_port()}")
+    _config.configure(tracking_uri=f"http://127.0.0.1:{free_port()}")
     try:
         with pytest.raises(TrackingError, match="cannot start a run"):
             tracking.start_run("nowhere")
