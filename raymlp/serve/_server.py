@@ -210,6 +210,7 @@ class ModelServer:
         self._auth: str | None = None
         self._batching = False
         self._counts: dict[str, int] = {}
+        self._batch_sizes: dict[int, int] = {}  # requests per batched model call -> calls
         self._metrics = _Metrics()
         self._payload: Optional[payload.PayloadLogger] = None
         self._explainer: Optional[str] = None
@@ -311,6 +312,7 @@ class ModelServer:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _batched(self, items: list[tuple[_Variant, np.ndarray]]) -> list:
+        self._batch_sizes[len(items)] = self._batch_sizes.get(len(items), 0) + 1
         results: list = [None] * len(items)
         groups: dict[int, list[int]] = {}
         for i, (variant, _) in enumerate(items):
@@ -532,7 +534,7 @@ class ModelServer:
     # --- raymlp ---------------------------------------------------------------------------
 
     def _stats(self) -> Response:
-        return _json({"counts": self._counts,
+        return _json({"counts": self._counts, "batch_sizes": self._batch_sizes,
                       "variants": [{"name": v.name, "uri": v.uri, "version": v.version,
                                     "percent": v.percent} for v in self._variants]})
 

@@ -134,3 +134,30 @@ def test_live_swap_to_async_transformer_and_500_for_its_bug(service):
     r = requests.post(f"{st.url}/v1/models/{NAME}:predict", json={"instances": x[:1].tolist()},
                       timeout=30)
     assert r.status_code == 200 and r.json()["predictions"] == [LABELS[0]]
+
+
+def test_batched_requests_each_get_their_own_answer(service):
+    """Preprocess per request, one model call per batch, postprocess per request: every caller
+    gets the answer for its own rows, and the replica did predict several requests at once."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    st, spec, x, mean, std, clf = service
+    dataclasses.replace(spec, batching=serve.Batching(max_batch_size=8, max_wait_ms=50)).deploy()
+    expected = [LABELS[i] for i in clf.predict(((x - mean) / std).astype(np.float32))]
+    rows = list(range(0, 150, 3))
+
+    def one(i):
+        r = requests.post(f"{st.url}/v2/models/{NAME}/infer", timeout=60, json={"inputs": [
+            {"name": "measurements", "shape": [1, 4], "datatype": "FP64",
+             "data": x[i].tolist()}]})
+        assert r.status_code == 200, r.text
+        return r.json()["outputs"][0]["data"]
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(one, rows))
+    assert answers == [[expected[i]] for i in rows]
+    sizes = requests.get(f"{st.url}/raymlp/stats", timeout=30).json()["batch_sizes"]
+    calls = {int(k): v for k, v in sizes.items()}
+    assert sum(k * v for k, v in calls.items()) == len(rows)
+    assert max(calls) > 1, calls
