@@ -53,7 +53,7 @@ class RequestInput(_Body):
     shape: list[int]
     datatype: str
     parameters: Optional[dict[str, Any]] = None
-    data: list[Any]
+    data: Optional[list[Any]] = None  # None: the tensor travels binary (binary_data_size)
 
 
 class RequestOutput(_Body):
@@ -73,7 +73,7 @@ class ResponseOutput(_Body):
     shape: list[int]
     datatype: str
     parameters: Optional[dict[str, Any]] = None
-    data: list[Any]
+    data: Optional[list[Any]] = None
 
 
 class InferenceResponse(_Body):
@@ -118,8 +118,78 @@ def parse(model: type[BaseModel], body: bytes) -> Any:
         raise RequestError(f"invalid {model.__name__}: {problems}") from None
 
 
-def decode(inp: RequestInput, spec: TensorMetadata | None) -> np.ndarray:
-    """One request tensor as a numpy array, checked against ``spec`` (datatype and shape)."""
+# --- the binary tensor data extension (Triton's, spoken by tritonclient and KServe) ----------
+# A body of JSON followed by raw tensors; the JSON's length is in this header, and each binary
+# tensor says its byte size in ``parameters.binary_data_size``.
+BINARY_HEADER = "inference-header-content-length"
+
+
+def split_binary(raw: bytes, header: str | None) -> tuple[bytes, bytes]:
+    """The JSON part and the binary part of a request body."""
+    if header is None:
+        return raw, b""
+    if not header.isdigit() or int(header) > len(raw):
+        raise RequestError(f"header Inference-Header-Content-Length: {header!r} must be the "
+                           f"byte length of the JSON part of the {len(raw)}-byte body")
+    return raw[:int(header)], raw[int(header):]
+
+
+def binary_parts(inputs: list[RequestInput], blob: bytes) -> list[bytes | None]:
+    """Each input's binary bytes (None for JSON data), cut from ``blob`` in input order."""
+    out: list[bytes | None] = []
+    offset = 0
+    for inp in inputs:
+        size = (inp.parameters or {}).get("binary_data_size")
+        if size is None:
+            out.append(None)
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(blob):
+            raise RequestError(f"input {inp.name!r}: binary_data_size {size!r} does not fit the "
+                               f"{len(blob) - offset} binary bytes left")
+        out.append(blob[offset:offset + size])
+        offset += size
+    if offset != len(blob):
+        raise RequestError(f"{len(blob) - offset} binary bytes after the last input's data")
+    return out
+
+
+def _from_binary(inp: RequestInput, data: bytes) -> np.ndarray:
+    if inp.datatype == "BYTES":  # each element: 4-byte little-endian length, then the bytes
+        items, i = [], 0
+        while i < len(data):
+            if i + 4 > len(data):
+                raise RequestError(f"input {inp.name!r}: truncated BYTES element")
+            n = int.from_bytes(data[i:i + 4], "little")
+            if i + 4 + n > len(data):
+                raise RequestError(f"input {inp.name!r}: truncated BYTES element")
+            try:
+                items.append(data[i + 4:i + 4 + n].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise RequestError(f"input {inp.name!r}: BYTES element is not UTF-8") from None
+            i += 4 + n
+        return np.asarray(items, dtype=object)
+    dtype = DATATYPES[inp.datatype].newbyteorder("<")
+    if len(data) % dtype.itemsize:
+        raise RequestError(f"input {inp.name!r}: {len(data)} binary bytes are not a whole "
+                           f"number of {inp.datatype} values")
+    return np.frombuffer(data, dtype=dtype).astype(DATATYPES[inp.datatype])
+
+
+def to_binary(value: np.ndarray) -> bytes:
+    """A response tensor's bytes in the binary tensor data extension."""
+    if datatype_of(value.dtype) == "BYTES":
+        parts = []
+        for v in value.reshape(-1).tolist():
+            b = v if isinstance(v, bytes) else str(v).encode()
+            parts.append(len(b).to_bytes(4, "little") + b)
+        return b"".join(parts)
+    return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
+
+
+def decode(inp: RequestInput, spec: TensorMetadata | None,
+           binary: bytes | None = None) -> np.ndarray:
+    """One request tensor as a numpy array, checked against ``spec`` (datatype and shape);
+    ``binary`` holds its bytes when it came in the binary extension."""
     if inp.datatype not in DATATYPES:
         raise RequestError(f"input {inp.name!r}: unknown datatype {inp.datatype!r}; "
                            f"allowed: {sorted(DATATYPES)}")
@@ -133,7 +203,20 @@ def decode(inp: RequestInput, spec: TensorMetadata | None) -> np.ndarray:
                 want != -1 and want != got for want, got in zip(spec.shape, inp.shape)):
             raise RequestError(f"input {inp.name!r}: shape {inp.shape} does not match the "
                                f"model's {spec.shape} (-1: any size)")
-    dtype = DATATYPES[inp.datatype]
+    if binary is not None:
+        arr = _from_binary(inp, binary)
+    elif inp.data is None:
+        raise RequestError(f"input {inp.name!r} has neither 'data' nor binary data")
+    else:
+        arr = _from_json(inp)
+    expected = math.prod(inp.shape)
+    if arr.size != expected:
+        raise RequestError(f"input {inp.name!r}: {arr.size} values do not fill shape "
+                           f"{inp.shape} ({expected} values)")
+    return arr.reshape(inp.shape)
+
+
+def _from_json(inp: RequestInput) -> np.ndarray:
     try:
         if inp.datatype == "BYTES":
             arr = np.asarray(_flatten(inp.data), dtype=object)
@@ -141,25 +224,18 @@ def decode(inp: RequestInput, spec: TensorMetadata | None) -> np.ndarray:
             if bad:
                 raise RequestError(f"input {inp.name!r}: BYTES data must be strings, "
                                    f"got {bad[0]!r}")
-        else:
-            raw = np.asarray(inp.data)
-            if raw.dtype == object or raw.ndim > 1 and raw.dtype.kind not in "biuf":
-                raw = np.asarray(_flatten(inp.data))
-            kind = raw.dtype.kind
-            if raw.size and not _compatible(inp.datatype, kind):
-                raise RequestError(f"input {inp.name!r}: data of kind {raw.dtype.name} does not "
-                                   f"fit datatype {inp.datatype}")
-            arr = raw.astype(dtype, copy=False).reshape(-1)
-    except RequestError:
-        raise
+            return arr
+        raw = np.asarray(inp.data)
+        if raw.dtype == object or raw.ndim > 1 and raw.dtype.kind not in "biuf":
+            raw = np.asarray(_flatten(inp.data))
+        kind = raw.dtype.kind
+        if raw.size and not _compatible(inp.datatype, kind):
+            raise RequestError(f"input {inp.name!r}: data of kind {raw.dtype.name} does not "
+                               f"fit datatype {inp.datatype}")
+        return raw.astype(DATATYPES[inp.datatype], copy=False).reshape(-1)
     except (ValueError, TypeError, OverflowError) as exc:
         raise RequestError(f"input {inp.name!r}: data cannot be read as {inp.datatype}: "
                            f"{exc}") from None
-    expected = math.prod(inp.shape)
-    if arr.size != expected:
-        raise RequestError(f"input {inp.name!r}: {arr.size} values do not fill shape "
-                           f"{inp.shape} ({expected} values)")
-    return arr.reshape(inp.shape)
 
 
 def _compatible(datatype: str, kind: str) -> bool:
@@ -184,11 +260,16 @@ def _flatten(data: list) -> list:
     return out
 
 
-def encode(name: str, value: Any) -> ResponseOutput:
+def encode(name: str, value: Any, binary: bool = False) -> tuple[ResponseOutput, bytes]:
+    """A response tensor: JSON data, or (``binary``) its bytes beside the JSON."""
     arr = np.asarray(value)
     datatype = datatype_of(arr.dtype)
+    if binary:
+        blob = to_binary(arr)
+        return ResponseOutput(name=name, shape=list(arr.shape), datatype=datatype,
+                              parameters={"binary_data_size": len(blob)}), blob
     if datatype == "BYTES":
         data = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.reshape(-1).tolist()]
     else:
         data = arr.reshape(-1).tolist()
-    return ResponseOutput(name=name, shape=list(arr.shape), datatype=datatype, data=data)
+    return ResponseOutput(name=name, shape=list(arr.shape), datatype=datatype, data=data), b""

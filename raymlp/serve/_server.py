@@ -49,6 +49,18 @@ def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response
     return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 
+def _tensors(resp: oip.InferenceResponse, binary: bytes, variant: str) -> Response:
+    """An infer answer: JSON, or JSON then the binary tensors (binary tensor data extension)."""
+    headers = {VARIANT_HEADER: variant}
+    if not binary:
+        return _json(resp, headers=headers)
+    head = resp.model_dump_json(exclude_none=True).encode()
+    headers["Inference-Header-Content-Length"] = str(len(head))
+    response = Response(head + binary, media_type="application/octet-stream", headers=headers)
+    response.json_part = head  # what the payload log records
+    return response
+
+
 def _error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
 
@@ -93,13 +105,15 @@ class _Interface:
             self.columnar = bool(self.specs) and len(self.specs) > 1
             self.owner = "the service"
 
-    def v2(self, inputs: list[oip.RequestInput]) -> dict[str, np.ndarray]:
-        """Named arrays from v2 request tensors, checked against the interface."""
-        if self.specs is None:
-            return {i.name: oip.decode(i, None) for i in inputs}
-        check_inputs(self.specs, [i.name for i in inputs], self.owner)
-        by_name = {s.name: s for s in self.specs}
-        return {i.name: oip.decode(i, by_name.get(i.name)) for i in inputs}
+    def v2(self, inputs: list[oip.RequestInput], binary: bytes) -> dict[str, np.ndarray]:
+        """Named arrays from v2 request tensors (JSON or binary), checked against the
+        interface."""
+        parts = oip.binary_parts(inputs, binary)
+        if self.specs is not None:
+            check_inputs(self.specs, [i.name for i in inputs], self.owner)
+        by_name = {s.name: s for s in self.specs or []}
+        return {i.name: oip.decode(i, by_name.get(i.name), part)
+                for i, part in zip(inputs, parts)}
 
     def v1(self, raw: bytes) -> dict[str, np.ndarray]:
         """Named arrays from a KServe v1 body (``instances``, or ``inputs``)."""
@@ -340,7 +354,7 @@ class ModelServer:
         if self._payload is not None:
             self._payload.log(payload.record(self._service, endpoint, variant,
                                              response.status_code, started, request_id),
-                              raw, response.body)
+                              raw, getattr(response, "json_part", response.body))
         return response
 
     def _count(self, variant: str, status: int, started: float) -> None:
@@ -385,7 +399,8 @@ class ModelServer:
                 ok = bool(self._variants)
                 return _json({"ready": ok}, 200 if ok else 503)
             if path == "/v2":
-                return _json({"name": "raymlp", "version": "2", "extensions": []})
+                return _json({"name": "raymlp", "version": "2",
+                              "extensions": ["binary_tensor_data"]})
             if path == "/raymlp/stats":
                 return self._stats()
             raise oip.RequestError(f"no endpoint {path!r}; see /v2/models/{self._service} and "
@@ -417,21 +432,26 @@ class ModelServer:
             variant = self._pick(request, model_name, version)
             name = variant.name
             raw = await self._body(request)
-            req = oip.parse(oip.InferenceRequest, raw)
-            out = await self._run(variant, variant.interface.v2(req.inputs))
-            wanted = [o.name for o in req.outputs] if req.outputs else None
-            if wanted:
-                unknown = [n for n in wanted if n not in out]
+            head, binary = oip.split_binary(raw, request.headers.get(oip.BINARY_HEADER))
+            raw = head  # the payload log keeps the JSON part
+            req = oip.parse(oip.InferenceRequest, head)
+            out = await self._run(variant, variant.interface.v2(req.inputs, binary))
+            all_binary = bool((req.parameters or {}).get("binary_data_output"))
+            as_binary = {n: all_binary for n in out}
+            if req.outputs:
+                unknown = [o.name for o in req.outputs if o.name not in out]
                 if unknown:
                     raise oip.RequestError(f"unknown output(s) {unknown}; the model gives "
                                            f"{sorted(out)}")
-                out = {n: out[n] for n in wanted}
+                as_binary = {o.name: bool((o.parameters or {}).get("binary_data", all_binary))
+                             for o in req.outputs}
+            encoded = [oip.encode(n, out[n], b) for n, b in as_binary.items()]
             resp = oip.InferenceResponse(
                 model_name=model_name, model_version=variant.version, id=req.id,
-                outputs=[oip.encode(k, v) for k, v in out.items()])
+                outputs=[e[0] for e in encoded])
             self._count(name, 200, started)
-            return self._logged(_json(resp, headers={VARIANT_HEADER: name}), "v2", variant, raw,
-                                started, req.id)
+            return self._logged(_tensors(resp, b"".join(e[1] for e in encoded), name), "v2",
+                                variant, raw, started, req.id)
         except oip.RequestError as exc:
             self._count(name, exc.status, started)
             return self._logged(_failure(exc), "v2", variant, raw, started)

@@ -93,6 +93,34 @@ def test_v2_infer_and_v1_predict_answer_what_the_model_predicts(service, models,
     assert r.status_code == 200 and r.json() == {"predictions": want}
 
 
+def test_a_standard_oip_client_works_unmodified_in_json_and_binary(service, models):
+    """tritonclient, Triton's client for the KServe v2 protocol, with its defaults (binary
+    tensor data extension) and in plain JSON."""
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=service.url.split("://", 1)[1])
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready(NAME)
+        assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+        meta = client.get_model_metadata(NAME)
+        assert meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+        x = models["x"][:9]
+        want = models["first"].predict(x)
+        for binary in (True, False):
+            inp = triton.InferInput("input-0", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            out = triton.InferRequestedOutput("output-0", binary_data=binary)
+            res = client.infer(NAME, [inp], outputs=[out], request_id=f"b{binary}")
+            np.testing.assert_array_equal(res.as_numpy("output-0"), want)
+            assert res.get_response()["id"] == f"b{binary}"
+        res = client.infer(NAME, [inp])  # no outputs named: all come back binary
+        assert res.get_output("output-0")["parameters"]["binary_data_size"] == 9 * 8
+        np.testing.assert_array_equal(res.as_numpy("output-0"), want)
+    finally:
+        client.close()
+
+
 def test_health_and_metadata_list_the_signature(service, http):
     assert http.get(f"{service.url}/v2/health/live").json() == {"live": True}
     assert http.get(f"{service.url}/v2/health/ready").json() == {"ready": True}
