@@ -44,6 +44,7 @@ class LoadedModel:
     columnar: bool
     _predict: Callable[[Any], Any]
     example: Any = None  # the input example logged with the model (explainers' background)
+    device: str = "cpu"  # where the model computes
 
     @property
     def single_input(self) -> bool:
@@ -82,8 +83,10 @@ def _array(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def load(uri: str, flavor: str = "auto", *, threads: int | None = None) -> LoadedModel:
-    """Download and load the model at ``uri`` (a resolved URI or local directory)."""
+def load(uri: str, flavor: str = "auto", *, threads: int | None = None,
+         gpu: bool = False) -> LoadedModel:
+    """Download and load the model at ``uri`` (a resolved URI or local directory); with
+    ``gpu`` (the replica was given one) torch and xgboost models compute on it."""
     import importlib
 
     from mlflow.artifacts import download_artifacts
@@ -113,22 +116,29 @@ def load(uri: str, flavor: str = "auto", *, threads: int | None = None) -> Loade
         raise TrackingError(f"cannot load {uri!r} with mlflow.{mlflow_flavor}: {exc}") from exc
 
     predict: Callable[[Any], Any]
+    where = "cpu"
     if mlflow_flavor == "pytorch":
         import torch
 
         if threads:
             torch.set_num_threads(threads)
+        device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
         try:
             model.eval()
-            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            model.to(device)
         except (NotImplementedError, AttributeError):  # an exported (pt2) program
             device = torch.device("cpu")
+        where = str(device)
 
         def predict(x):
             with torch.inference_mode():
                 return model(torch.as_tensor(x, device=device))
-    elif mlflow_flavor == "xgboost" and not hasattr(model, "get_params"):  # a raw Booster
-        predict = model.inplace_predict
+    elif mlflow_flavor == "xgboost":
+        booster = model.get_booster() if hasattr(model, "get_booster") else model
+        if gpu:
+            booster.set_param({"device": "cuda"})
+            where = "cuda"
+        predict = model.predict if hasattr(model, "get_params") else model.inplace_predict
     else:
         predict = model.predict
     inputs, outputs, columnar = _metadata(meta.signature)
@@ -138,7 +148,7 @@ def load(uri: str, flavor: str = "auto", *, threads: int | None = None) -> Loade
         example = None
     return LoadedModel(uri=uri, flavor="pyfunc" if mlflow_flavor == "pyfunc" else mlflow_flavor,
                        inputs=inputs, outputs=outputs, columnar=columnar, _predict=predict,
-                       example=example)
+                       example=example, device=where)
 
 
 def _metadata(signature) -> tuple[list[TensorMetadata], list[TensorMetadata], bool]:

@@ -21,6 +21,7 @@ import zlib
 from typing import Any, Optional
 
 import numpy as np
+import ray
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
@@ -250,7 +251,8 @@ class ModelServer:
             model = self._models.get(key)
             if model is None:
                 # Load off the event loop: requests keep being served meanwhile.
-                model = await asyncio.to_thread(load, key[0], key[1], threads=threads)
+                model = await asyncio.to_thread(load, key[0], key[1], threads=threads,
+                                                gpu=bool(ray.get_gpu_ids()))
             variants.append(_Variant(spec, model, config["service"], transformer))
         self._models = {(v.uri, s.get("flavor", "auto")): v.model
                         for v, s in zip(variants, config["variants"])}
@@ -556,7 +558,8 @@ class ModelServer:
     def _stats(self) -> Response:
         return _json({"counts": self._counts, "batch_sizes": self._batch_sizes,
                       "variants": [{"name": v.name, "uri": v.uri, "version": v.version,
-                                    "percent": v.percent} for v in self._variants]})
+                                    "percent": v.percent, "device": v.model.device}
+                                   for v in self._variants]})
 
 
 def _allow(method: str, allowed: str) -> None:

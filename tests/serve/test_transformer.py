@@ -157,7 +157,9 @@ def test_batched_requests_each_get_their_own_answer(service):
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(one, rows))
     assert answers == [[expected[i]] for i in rows]
-    sizes = requests.get(f"{st.url}/raymlp/stats", timeout=30).json()["batch_sizes"]
+    stats = requests.get(f"{st.url}/raymlp/stats", timeout=30).json()
+    assert stats["variants"][0]["device"] == "cpu"  # no GPU asked for
+    sizes = stats["batch_sizes"]
     calls = {int(k): v for k, v in sizes.items()}
     assert sum(k * v for k, v in calls.items()) == len(rows)
     assert max(calls) > 1, calls
