@@ -163,3 +163,36 @@ def test_batched_requests_each_get_their_own_answer(service):
     calls = {int(k): v for k, v in sizes.items()}
     assert sum(k * v for k, v in calls.items()) == len(rows)
     assert max(calls) > 1, calls
+
+
+def test_cli_deploys_a_transformer_from_a_module_in_the_current_directory(
+        service, ray_session, tmp_path):
+    """``--transformer mod:Class`` imports from the working directory; the replicas, which cannot
+    import that module, get it by value."""
+    import os
+    import subprocess
+    import sys
+
+    st, spec, x, *_ = service
+    (tmp_path / "cli_tf_module.py").write_text(
+        "import numpy as np\n"
+        "class Upper:\n"
+        "    def postprocess(self, outputs):\n"
+        "        return np.asarray(['class-%d' % int(v) for v in next(iter(outputs.values()))],\n"
+        "                          dtype=object)\n")
+    env = {**os.environ, "RAY_ADDRESS": ray_session.address}
+    cmd = [sys.executable, "-m", "raymlp.cli", "serve"]
+    out = subprocess.run(cmd + ["deploy", "--name", "tf-cli", "--model", spec.model,
+                                "--transformer", "cli_tf_module:Upper", "--num-cpus", "0.25"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    url = out.stdout.strip().splitlines()[-1]
+    assert url.endswith("/tf-cli")
+    r = requests.post(f"{url}/v1/models/tf-cli:predict", timeout=30,
+                      json={"instances": [[0.0, 0.0, 0.0, 0.0]]})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0].startswith("class-")
+    assert serve.status("tf-cli").transformer == "cli_tf_module:Upper"
+    out = subprocess.run(cmd + ["delete", "tf-cli"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
