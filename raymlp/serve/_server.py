@@ -50,7 +50,7 @@ def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response
     return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 
-def _tensors(resp: oip.InferenceResponse, binary: bytes, variant: str) -> Response:
+def _infer_response(resp: oip.InferenceResponse, binary: bytes, variant: str) -> Response:
     """An infer answer: JSON, or JSON then the binary tensors (binary tensor data extension)."""
     headers = {VARIANT_HEADER: variant}
     if not binary:
@@ -73,8 +73,8 @@ def _failure(exc: oip.RequestError) -> Response:
 
 
 class _Variant:
-    __slots__ = ("interface", "metadata", "model", "model_uri", "name", "percent", "uri",
-                 "version")
+    __slots__ = ("interface", "metadata", "model", "model_uri", "name", "percent",
+                 "transformer", "uri", "version")
 
     def __init__(self, spec: dict, model: LoadedModel, service: str,
                  transformer: Transformer | None):
@@ -84,6 +84,7 @@ class _Variant:
         self.version = spec.get("version")
         self.percent = float(spec["percent"])
         self.model = model
+        self.transformer = transformer  # the service's, held per variant: one consistent state
         inputs = transformer.inputs if transformer and transformer.inputs else model.inputs
         outputs = transformer.outputs if transformer and transformer.outputs else model.outputs
         self.metadata = oip.ModelMetadata(
@@ -202,7 +203,10 @@ class _Metrics:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.FLUSH_S)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # best effort, as above: the tallies are dropped, serving goes on
+                logger.warning("exporting serving metrics failed", exc_info=True)
 
     def flush(self) -> None:
         pending, self._pending = self._pending, {}
@@ -274,7 +278,7 @@ class ModelServer:
         self._transformer = transformer
         self._variants = variants  # one assignment: requests see the old or the new state
 
-    # --- routing -------------------------------------------------------------------------
+    # --- picking a variant ---------------------------------------------------------------
 
     def _pick(self, request: Request, model_name: str, version: Optional[str] = None) -> _Variant:
         if self._auth is not None:
@@ -452,7 +456,7 @@ class ModelServer:
                 model_name=model_name, model_version=variant.version, id=req.id,
                 outputs=[e[0] for e in encoded])
             self._count(name, 200, started)
-            return self._logged(_tensors(resp, b"".join(e[1] for e in encoded), name), "v2",
+            return self._logged(_infer_response(resp, b"".join(e[1] for e in encoded), name), "v2",
                                 variant, raw, started, req.id)
         except oip.RequestError as exc:
             self._count(name, exc.status, started)
@@ -461,8 +465,8 @@ class ModelServer:
     async def _model_input(self, variant: _Variant, tensors: dict[str, np.ndarray]) -> Any:
         """Request tensors -> what the model takes, through the transformer's preprocess."""
         model = variant.model
-        if self._transformer is not None:
-            x = await self._transformer.preprocess(tensors)
+        if variant.transformer is not None:
+            x = await variant.transformer.preprocess(tensors)
             if not isinstance(x, dict):
                 return x
             check_inputs(model.inputs, list(x), "the model (after preprocess)")
@@ -479,7 +483,7 @@ class ModelServer:
         out = await self._predict(variant, await self._model_input(variant, tensors))
         if isinstance(out, oip.RequestError):
             raise out
-        tf = self._transformer
+        tf = variant.transformer
         if tf is None:
             return out
         single = (tf.outputs[0].name if tf.outputs
