@@ -54,7 +54,10 @@ def ray_head():
     temp_dir = tempfile.mkdtemp(prefix="rmlp-", dir="/tmp")
     (gcs, dash, agent_http, agent_grpc, metrics, client, runtime_env, node_mgr, obj_mgr,
      *_) = _free_ports(10)
+    ports = (gcs, dash, agent_http, agent_grpc, metrics, client, runtime_env, node_mgr, obj_mgr)
     low = max(_free_ports(1)[0], 20000)
+    while any(low <= p <= low + 200 for p in ports):  # Ray refuses a port inside the range
+        low = max(_free_ports(1)[0], 20000)
     cmd = [
         RAY, "start", "--head", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}",
         f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
@@ -71,7 +74,8 @@ def ray_head():
     # Job entrypoints run `python` from the head's PATH: make it this interpreter, with Ray.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, env=env)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, f"ray start failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
         url = f"http://127.0.0.1:{dash}"
         from ray.job_submission import JobSubmissionClient
 
