@@ -56,7 +56,7 @@ def _infer_response(resp: oip.InferenceResponse, binary: bytes, variant: str) ->
     if not binary:
         return _json(resp, headers=headers)
     head = resp.model_dump_json(exclude_none=True).encode()
-    headers["Inference-Header-Content-Length"] = str(len(head))
+    headers[oip.BINARY_HEADER] = str(len(head))
     response = Response(head + binary, media_type="application/octet-stream", headers=headers)
     response.json_part = head  # what the payload log records
     return response
@@ -73,13 +73,12 @@ def _failure(exc: oip.RequestError) -> Response:
 
 
 class _Variant:
-    __slots__ = ("interface", "metadata", "model", "model_uri", "name", "percent",
-                 "transformer", "uri", "version")
+    __slots__ = ("interface", "metadata", "model", "name", "percent", "transformer", "uri",
+                 "version")
 
     def __init__(self, spec: dict, model: LoadedModel, service: str,
                  transformer: Transformer | None):
         self.name = spec["name"]
-        self.model_uri = spec["model"]
         self.uri = spec["uri"]
         self.version = spec.get("version")
         self.percent = float(spec["percent"])
@@ -97,7 +96,7 @@ class _Interface:
     """What requests must carry: the model's inputs, or the transformer's when it declares them
     (``specs`` None: the transformer takes any tensors)."""
 
-    __slots__ = ("columnar", "owner", "specs")
+    __slots__ = ("by_name", "columnar", "owner", "specs")
 
     def __init__(self, model: LoadedModel, transformer: Transformer | None):
         if transformer is None:
@@ -106,6 +105,7 @@ class _Interface:
             self.specs = transformer.inputs
             self.columnar = bool(self.specs) and len(self.specs) > 1
             self.owner = "the service"
+        self.by_name = {s.name: s for s in self.specs or []}
 
     def v2(self, inputs: list[oip.RequestInput], binary: bytes) -> dict[str, np.ndarray]:
         """Named arrays from v2 request tensors (JSON or binary), checked against the
@@ -113,8 +113,7 @@ class _Interface:
         parts = oip.binary_parts(inputs, binary)
         if self.specs is not None:
             check_inputs(self.specs, [i.name for i in inputs], self.owner)
-        by_name = {s.name: s for s in self.specs or []}
-        return {i.name: oip.decode(i, by_name.get(i.name), part)
+        return {i.name: oip.decode(i, self.by_name.get(i.name), part)
                 for i, part in zip(inputs, parts)}
 
     def v1(self, raw: bytes) -> dict[str, np.ndarray]:
@@ -125,7 +124,7 @@ class _Interface:
             raise oip.RequestError("body must hold a non-empty 'instances' list")
         specs = self.specs or []
         if self.columnar:
-            return _v1_columns(specs, instances)
+            return _v1_columns(specs, instances, self.owner)
         if len(specs) > 1:
             raise oip.RequestError(f"{self.owner} takes several named inputs: use the v2 infer "
                                    "API")
@@ -143,27 +142,23 @@ class _Interface:
                                                   data=arr.reshape(-1).tolist()), spec)}
 
 
-def _v1_columns(specs: list[oip.TensorMetadata], instances: list) -> dict[str, np.ndarray]:
+def _v1_columns(specs: list[oip.TensorMetadata], instances: list,
+                owner: str) -> dict[str, np.ndarray]:
     """Columns from v1 rows: objects by column name, or lists in column order."""
     cols = [s.name for s in specs]
     if all(isinstance(r, dict) for r in instances):
         missing = sorted({c for r in instances for c in cols if c not in r})
         if missing:
-            raise oip.RequestError(f"instances miss column(s) {missing}; the model takes {cols}")
+            raise oip.RequestError(f"instances miss column(s) {missing}; {owner} takes {cols}")
         rows = [[r[c] for c in cols] for r in instances]
     else:
         rows = instances
-    tensors = {}
-    for j, spec in enumerate(specs):
-        try:
-            column = [row[j] for row in rows]
-        except (TypeError, IndexError, KeyError):
-            raise oip.RequestError(f"each instance must hold {len(cols)} values ({cols})") from None
-        if any(len(row) != len(cols) for row in rows):
-            raise oip.RequestError(f"each instance must hold {len(cols)} values ({cols})")
-        tensors[spec.name] = oip.decode(oip.RequestInput(
-            name=spec.name, shape=[len(column)], datatype=spec.datatype, data=column), spec)
-    return tensors
+    if not all(isinstance(row, list) and len(row) == len(cols) for row in rows):
+        raise oip.RequestError(f"each instance must hold {len(cols)} values ({cols})")
+    return {spec.name: oip.decode(oip.RequestInput(
+                name=spec.name, shape=[len(rows)], datatype=spec.datatype,
+                data=[row[j] for row in rows]), spec)
+            for j, spec in enumerate(specs)}
 
 
 class _Metrics:
@@ -346,13 +341,12 @@ class ModelServer:
                 split = {k: np.split(v, offsets) for k, v in out.items()}
                 for j, i in enumerate(idx):
                     results[i] = {k: parts[j] for k, parts in split.items()}
-            except oip.REJECTED as exc:
+            except oip.REJECTED:
                 for i in idx:  # one bad request must not fail its batch: retry one by one
                     try:
                         results[i] = variant.model.predict(items[i][1])
                     except oip.REJECTED as one:
                         results[i] = oip.RequestError(f"the model rejected the input: {one}")
-                del exc
         return results
 
     def _logged(self, response: Response, endpoint: str, variant: Optional[_Variant],

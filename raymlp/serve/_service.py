@@ -251,12 +251,12 @@ def _wait(name: str, wait_s: float) -> "ServiceStatus":
     deadline = time.monotonic() + wait_s
     while True:
         st = status(name)
+        if st.status == "DEPLOY_FAILED":
+            raise ServiceError(f"service {name!r} failed to deploy: {st.message}")
         if st.status == "RUNNING" or time.monotonic() > deadline:
-            if st.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            if st.status == "UNHEALTHY":
                 raise ServiceError(f"service {name!r} is {st.status}: {st.message}")
             return st
-        if st.status in ("DEPLOY_FAILED",):
-            raise ServiceError(f"service {name!r} failed to deploy: {st.message}")
         time.sleep(0.2)
 
 

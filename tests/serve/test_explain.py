@@ -14,7 +14,6 @@ pytestmark = pytest.mark.timeout(300)
 NAME = "ex-svc"
 
 
-
 @pytest.fixture(scope="module")
 def service(ray_session):
     from mlflow.models import infer_signature

@@ -18,7 +18,6 @@ pytestmark = pytest.mark.timeout(300)
 NAME = "pl-svc"
 
 
-
 @pytest.fixture(scope="module")
 def model(ray_session):
     from mlflow.models import infer_signature

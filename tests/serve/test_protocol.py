@@ -82,3 +82,19 @@ def test_binary_body_framing_errors_are_400s():
     with pytest.raises(oip.RequestError, match="truncated BYTES element"):
         oip.decode(oip.RequestInput(name="a", shape=[1], datatype="BYTES"), None,
                    (10).to_bytes(4, "little") + b"short")
+
+
+def test_v1_rows_become_checked_columns():
+    from raymlp.serve._server import _v1_columns
+
+    specs = [oip.TensorMetadata(name="age", datatype="INT64", shape=[-1]),
+             oip.TensorMetadata(name="score", datatype="FP64", shape=[-1])]
+    for rows in ([{"age": 3, "score": 0.5}, {"score": 1.5, "age": 4}], [[3, 0.5], [4, 1.5]]):
+        cols = _v1_columns(specs, rows, "the model")
+        assert cols["age"].tolist() == [3, 4] and cols["age"].dtype == np.int64
+        assert cols["score"].tolist() == [0.5, 1.5]
+    with pytest.raises(oip.RequestError, match=r"miss column\(s\) \['score'\]; the model takes"):
+        _v1_columns(specs, [{"age": 3}], "the model")
+    for bad in ([[3, 0.5], [4]], [[3, 0.5], 7]):
+        with pytest.raises(oip.RequestError, match="each instance must hold 2 values"):
+            _v1_columns(specs, bad, "the model")

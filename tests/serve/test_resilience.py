@@ -21,7 +21,6 @@ SKLEARN = "rs-iris"  # registered model name; the services are named rs-*
 DIGITS = "rs-digits"
 
 
-
 def _body(x, name="input-0", datatype="FP32"):
     return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
                         "data": x.reshape(-1).tolist()}]}

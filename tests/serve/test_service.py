@@ -24,7 +24,6 @@ pytestmark = pytest.mark.timeout(300)
 NAME = "iris"
 
 
-
 @pytest.fixture(scope="module")
 def models(ray_session):
     from mlflow.models import infer_signature

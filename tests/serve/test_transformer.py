@@ -46,7 +46,6 @@ class AsyncNamedThenBroken(serve.Transformer):
         raise RuntimeError("bug in postprocess")
 
 
-
 @pytest.fixture(scope="module")
 def service(ray_session):
     from mlflow.models import infer_signature

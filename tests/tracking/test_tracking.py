@@ -79,7 +79,6 @@ def test_model_registry_aliases_and_lineage_on_local_store(raymlp_home):
     _sklearn_model_roundtrip()
 
 
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` process: SQLite backend, local artifact root, served artifacts."""
