@@ -8,6 +8,9 @@ tracking_uri                RAYMLP_TRACKING_URI             sqlite:///<cwd>/.ray
 artifact_root               RAYMLP_ARTIFACT_ROOT            <cwd>/.raymlp/artifacts
 storage_root                RAYMLP_STORAGE_ROOT             <cwd>/.raymlp/storage (any fsspec URL)
 experiment                  RAYMLP_EXPERIMENT               "raymlp"
+home                        RAYMLP_HOME                     <cwd>/.raymlp (the defaults above live
+                                                            here, and the managed local Ray head's
+                                                            record)
 ==========================  ==============================  =====================================
 
 This is the only module that reads the environment. :func:`get` caches the resolved
@@ -36,6 +39,7 @@ class Config:
         artifact_root: where a local MLflow store keeps artifacts.
         storage_root: root of checkpoints and job outputs; a local path or any fsspec URL.
         experiment: the default MLflow experiment name.
+        home: raymlp's local folder (default stores, the managed local Ray head's record).
     """
 
     ray_address: str | None
@@ -43,9 +47,10 @@ class Config:
     artifact_root: str
     storage_root: str
     experiment: str
+    home: str
 
     def __post_init__(self) -> None:
-        for name in ("tracking_uri", "artifact_root", "storage_root", "experiment"):
+        for name in ("tracking_uri", "artifact_root", "storage_root", "experiment", "home"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"Config.{name} must be a non-empty string, got {value!r}")
@@ -57,6 +62,7 @@ class Config:
             "RAYMLP_ARTIFACT_ROOT": self.artifact_root,
             "RAYMLP_STORAGE_ROOT": self.storage_root,
             "RAYMLP_EXPERIMENT": self.experiment,
+            "RAYMLP_HOME": self.home,
         }
         if self.ray_address:
             out["RAYMLP_RAY_ADDRESS"] = self.ray_address
@@ -68,7 +74,8 @@ _cached: Config | None = None
 
 
 def _resolve(environ: Mapping[str, str]) -> Config:
-    home = Path(environ.get("RAYMLP_HOME") or Path.cwd() / ".raymlp").resolve()
+    home = Path(_overrides.get("home") or environ.get("RAYMLP_HOME")  # type: ignore[arg-type]
+                or Path.cwd() / ".raymlp").resolve()
 
     def pick(name: str, *variables: str, default: str | None) -> str | None:
         if name in _overrides:
@@ -87,6 +94,7 @@ def _resolve(environ: Mapping[str, str]) -> Config:
         artifact_root=pick("artifact_root", "RAYMLP_ARTIFACT_ROOT", default=str(home / "artifacts")),
         storage_root=pick("storage_root", "RAYMLP_STORAGE_ROOT", default=str(home / "storage")),
         experiment=pick("experiment", "RAYMLP_EXPERIMENT", default="raymlp"),
+        home=str(home),
     )
 
 

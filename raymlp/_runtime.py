@@ -54,6 +54,7 @@ class RuntimeInfo:
 
 
 _info: RuntimeInfo | None = None
+_set_address = [False]  # whether init() set RAY_ADDRESS (shutdown() then removes it)
 
 
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
@@ -103,6 +104,15 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                 ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
                          include_dashboard=dashboard, **kwargs)
         ctx = ray.get_runtime_context()
+        # Ray Train's controller finds the cluster through RAY_ADDRESS (its placement-group
+        # cleaner otherwise trips over another Ray instance on the machine): set once here,
+        # under the lock, for the life of the connection, never per job.
+        if not os.environ.get("RAY_ADDRESS"):
+            os.environ["RAY_ADDRESS"] = ctx.gcs_address
+            _set_address[0] = True
+        from raymlp import _ray_compat  # here: `import raymlp` stays free of Ray's internals
+
+        _ray_compat.propagate_to_train("RAY_ADDRESS")
         _info = RuntimeInfo(
             address=ctx.gcs_address,
             local=not address,
@@ -138,5 +148,8 @@ def shutdown() -> None:
 
     with _lock:
         _info = None
+        if _set_address[0]:
+            os.environ.pop("RAY_ADDRESS", None)
+            _set_address[0] = False
         if ray.is_initialized():
             ray.shutdown()

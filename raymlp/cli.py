@@ -31,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     version = sub.add_parser("version", help="print the raymlp, Ray and MLflow versions")
     version.set_defaults(func=_version)
+    up = sub.add_parser("up", help="start a local Ray head for work that outlives a command "
+                                   "(services, schedules); prints its address")
+    up.add_argument("--num-cpus", type=int, help="CPUs of the head (default: all)")
+    up.add_argument("--num-gpus", type=int, help="GPUs of the head (default: those detected)")
+    up.set_defaults(func=_up)
+    down = sub.add_parser("down", help="stop the local Ray head that `raymlp up` (or a command "
+                                       "that needed one) started, and everything on it")
+    down.set_defaults(func=_down)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
@@ -45,6 +53,28 @@ def _version(args: argparse.Namespace) -> int:
             print(f"{dist} {version(dist)}")
         except PackageNotFoundError:
             print(f"{dist} not installed")
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from raymlp import _local
+
+    head = _local.current()
+    if head is None:
+        head = _local.start(num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+        print(f"started a local Ray head at {head.address}", file=sys.stderr)
+    else:
+        print(f"a local Ray head is already up at {head.address}", file=sys.stderr)
+    print(f"dashboard {head.dashboard_url}; stop it with `raymlp down`", file=sys.stderr)
+    print(head.address)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from raymlp import _local
+
+    head = _local.stop()
+    print(f"stopped the local Ray head at {head.address}" if head else "no local Ray head to stop")
     return 0
 
 

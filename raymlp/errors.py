@@ -3,18 +3,29 @@
 Every error raymlp raises on purpose derives from :class:`RaymlpError`::
 
     RaymlpError
-    ├── SpecError (also ValueError)            a spec or argument is invalid; raised before any Ray work
-    ├── ResourceError (also SpecError)         asks for resources the cluster can never provide
-    ├── DependencyError (also ImportError)     an optional dependency is missing
-    ├── ConfigError (also ValueError)          configuration (arguments / RAYMLP_* variables) is invalid
-    ├── TrackingError                          the MLflow layer failed (store unreachable, unknown model, ...)
-    └── JobError (also RuntimeError)           a training job failed after it started
+    ├── SpecError (also ValueError)              a spec field or argument is invalid (field, value,
+    │   │                                        allowed); raised before any Ray work
+    │   └── ResourceError                        asks for resources the cluster can never provide
+    ├── DependencyError (also ImportError)       an optional dependency is missing
+    ├── ConfigError (also ValueError)            configuration (arguments / RAYMLP_* variables) is
+    │   │                                        invalid or names a cluster that cannot be used
+    │   └── JobConnectionError (also ConnectionError)  a Ray head's job API cannot be reached
+    ├── TrackingError                            the MLflow layer failed (store unreachable, unknown
+    │                                            run or model, ...)
+    ├── JobError (also RuntimeError)             a job failed after it started (cause, run_id)
+    ├── ServiceError                             a serving operation failed: unknown service, no
+    │                                            canary to promote, a failed deploy
+    ├── KubernetesError                          the Kubernetes API refused or failed a call (status)
+    └── TimeoutError (also builtins.TimeoutError)  a wait ran out before the work finished
+                                                 (what, timeout_s, last_status)
 
 All of them pickle and unpickle with their message and fields intact, so they cross Ray
-worker boundaries unchanged.
+worker boundaries unchanged. No exception class lives anywhere else in raymlp.
 """
 
 from __future__ import annotations
+
+import builtins
 
 __all__ = [
     "RaymlpError",
@@ -24,6 +35,10 @@ __all__ = [
     "ConfigError",
     "TrackingError",
     "JobError",
+    "JobConnectionError",
+    "KubernetesError",
+    "ServiceError",
+    "TimeoutError",
 ]
 
 
@@ -47,12 +62,15 @@ class SpecError(RaymlpError, ValueError):
     Attributes:
         field: the dotted name of the offending field (``"Scaling.workers"``), when known.
         value: the offending value.
+        allowed: what the field accepts, in words (``"an integer >= 1"``), when known.
     """
 
-    def __init__(self, message: str, *, field: str | None = None, value: object = None):
+    def __init__(self, message: str, *, field: str | None = None, value: object = None,
+                 allowed: str | None = None):
         super().__init__(message)
         self.field = field
         self.value = value
+        self.allowed = allowed
 
 
 class ResourceError(SpecError):
@@ -71,6 +89,10 @@ class TrackingError(RaymlpError):
     """The tracking layer (MLflow) failed: unreachable store, unknown run or model, ..."""
 
 
+class JobConnectionError(ConfigError, ConnectionError):
+    """A Ray head's job submission API cannot be reached (wrong address, head down)."""
+
+
 class JobError(RaymlpError, RuntimeError):
     """A job failed after it started; ``cause`` holds the underlying error text and ``run_id``
     the job's MLflow run (marked FAILED), when it had one."""
@@ -79,3 +101,33 @@ class JobError(RaymlpError, RuntimeError):
         super().__init__(message)
         self.cause = cause
         self.run_id = run_id
+
+
+class ServiceError(RaymlpError):
+    """A serving operation failed: unknown service, no canary to promote, a failed deploy."""
+
+
+class KubernetesError(RaymlpError):
+    """The Kubernetes API refused or failed a call; ``status`` is its HTTP status, when any."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class TimeoutError(RaymlpError, builtins.TimeoutError):  # noqa: A001 - raymlp.errors.TimeoutError
+    """A wait ran out before the work finished; the work itself goes on unless the caller
+    stops it.
+
+    Attributes:
+        what: what was waited for (``"service 'digits' to be RUNNING"``).
+        timeout_s: the wait's bound in seconds.
+        last_status: the last status seen before the bound ran out, when any.
+    """
+
+    def __init__(self, message: str, *, what: str | None = None, timeout_s: float | None = None,
+                 last_status: object = None):
+        super().__init__(message)
+        self.what = what
+        self.timeout_s = timeout_s
+        self.last_status = last_status

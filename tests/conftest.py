@@ -43,11 +43,16 @@ def raymlp_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session(raymlp_home):
-    """The session's local Ray instance, started through raymlp.init()."""
+def ray_session(raymlp_home, request):
+    """The session's local Ray instance, started through raymlp.init().
+
+    It shows Ray no GPU unless the session runs GPU tests (``-m gpu``), so the CPU suite
+    behaves the same on a GPU host.
+    """
     import raymlp
 
-    info = raymlp.init(num_cpus=4)
+    wants_gpu = any("gpu" in item.keywords for item in request.session.items)
+    info = raymlp.init(num_cpus=4, num_gpus=None if wants_gpu else 0)
     yield info
     raymlp.shutdown()
 
