@@ -192,33 +192,34 @@ def main() -> None:
 
         raymlp.init(num_cpus=max(2, os.cpu_count() or 2))
         serve.start(port=_free_port())
-        st = serve.InferenceService(name="m", model=sk_uri, flavor="sklearn",
-                                    resources=serve.Resources(num_cpus=0.5)).deploy()
-        ray_url = f"{st.url}/v2/models/m/infer"
+        sk_service = serve.InferenceService(name="m", model=sk_uri, flavor="sklearn",
+                                            resources=serve.Resources(cpus=0.5)).deploy()
+        ray_url = f"{sk_service.url}/v2/models/m/infer"
 
         plain_p50, plain_p99 = latency(plain_url, body, args.requests)
         ray_p50, ray_p99 = latency(ray_url, body, args.requests)
         plain_c16 = load(plain_url, body, args.seconds)
         ray_c16 = load(ray_url, body, args.seconds)
 
-        from ray.serve.context import _get_global_client
+        from raymlp._ray_compat import serve_client
 
-        reps = _get_global_client().get_serve_details()["applications"]["m"]["deployments"][
+        reps = serve_client().get_serve_details()["applications"]["m"]["deployments"][
             "predictor"]["replicas"]
         replica_rss = rss_mb(int(reps[0]["pid"]))
         plain_rss = rss_mb(plain.pid)
-        serve.delete("m")
+        sk_service.delete()
 
-        res = serve.Resources(num_cpus=1.0)
+        res = serve.Resources(cpus=1.0)
         unbatched = serve.InferenceService(name="mlp", model=mlp_uri, resources=res).deploy()
         mlp_url = f"{unbatched.url}/v2/models/mlp/infer"
         latency(mlp_url, mlp_body, 100)
         no_batch = load(mlp_url, mlp_body, args.seconds)
-        serve.InferenceService(name="mlp", model=mlp_uri, resources=res,
-                               batching=serve.Batching(max_batch_size=16, max_wait_ms=2)).deploy()
+        batched = serve.InferenceService(
+            name="mlp", model=mlp_uri, resources=res,
+            batching=serve.Batching(max_batch_size=16, max_wait_s=0.002)).deploy()
         latency(mlp_url, mlp_body, 100)
         batch = load(mlp_url, mlp_body, args.seconds)
-        serve.delete("mlp")
+        batched.delete()
     finally:
         plain.terminate()
         plain.wait(timeout=30)

@@ -82,7 +82,7 @@ def train_loop(ctx) -> None:
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        inner = getattr(model, "module", model)
+        inner = ctx.unwrap(model)
         # epoch_s of the previous epochs ride along: the last report carries all of them.
         ctx.report({"train_loss": total / len(xs), "peak_rss_mb": _peak_rss_mb(),
                     **{f"epoch_s_{i}": s for i, s in enumerate(epoch_s)}},
@@ -117,6 +117,10 @@ class _PlainContext:
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model)
+
+    @staticmethod
+    def unwrap(model):
+        return model.module
 
     def epochs(self, total: int):
         for epoch in range(total):

@@ -55,19 +55,19 @@ def main() -> None:
         versions.append(tracking.register_model(uri, "iris-demo", alias="champion").version)
     tracking.set_alias("iris-demo", "champion", versions[0])
 
-    svc = serve.InferenceService(name="iris-demo", model="models:/iris-demo@champion",
-                                 resources=serve.Resources(num_cpus=0.5))
-    st = svc.deploy(port=args.port)
-    url = f"{st.url}/v2/models/iris-demo/infer"
-    print(f"serving {st.stable.uri} at {st.url}")
+    spec = serve.InferenceService(name="iris-demo", model="models:/iris-demo@champion",
+                                  resources=serve.Resources(cpus=0.5))
+    service = spec.deploy(port=args.port)  # the handle of the running service
+    url = f"{service.url}/v2/models/iris-demo/infer"
+    print(f"serving {service.status().stable.uri} at {service.url}")
     print("stable only  :", dict(send(url, args.requests)))
-    for percent in (10, 50):
-        st = (svc.canary(f"models:/iris-demo/{versions[1]}", percent=percent) if percent == 10
-              else svc.set_canary_percent(percent))
-        print(f"canary {percent:>3} % :", dict(send(url, args.requests)))
-    st = svc.promote()
+    service.canary(f"models:/iris-demo/{versions[1]}", percent=10)
+    print("canary  10 % :", dict(send(url, args.requests)))
+    service.set_canary_percent(50)
+    print("canary  50 % :", dict(send(url, args.requests)))
+    st = service.promote()
     print(f"promoted     : {dict(send(url, args.requests))} (stable is now {st.stable.uri})")
-    svc.delete()
+    service.delete()
 
 
 if __name__ == "__main__":

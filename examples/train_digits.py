@@ -39,11 +39,7 @@ def digits_loop(ctx: train.TrainContext) -> None:
     x_shard, y_shard = ctx.shard(torch.from_numpy(x_train), torch.from_numpy(y_train))
     model = ctx.prepare_model(mlp(cfg["hidden"]))
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    state = ctx.restore()
-    if state is not None:
-        model.module.load_state_dict(state["model"]) if hasattr(model, "module") else \
-            model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+    ctx.restore(model=model, optimizer=opt)  # after a restart: the last checkpoint's state
     loss_fn = torch.nn.CrossEntropyLoss()
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
     for epoch in ctx.epochs(cfg["epochs"]):
@@ -56,13 +52,12 @@ def digits_loop(ctx: train.TrainContext) -> None:
             loss = loss_fn(model(x_shard[idx]), y_shard[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         model.eval()
         with torch.no_grad():
             val_acc = float((model(xv).argmax(1) == yv).float().mean())
-        inner = getattr(model, "module", model)
         ctx.report({"train_loss": total / len(x_shard), "val_accuracy": val_acc},
-                   checkpoint={"model": inner.state_dict(), "opt": opt.state_dict()})
+                   checkpoint={"model": model, "optimizer": opt})
     ctx.log_model(model, input_example=x_val[:5])
 
 
@@ -77,17 +72,15 @@ def main() -> None:
     raymlp.init()
     job = train.TrainJob(
         loop=digits_loop, framework="torch", name="digits",
-        scaling=train.Scaling(workers=args.workers, cpus_per_worker=args.cpus_per_worker),
+        scaling=train.Scaling(workers=args.workers, cpus=args.cpus_per_worker),
         config={"lr": 3e-3, "hidden": 64, "batch_size": 32, "epochs": args.epochs},
         checkpointing=train.Checkpointing(every=1, keep=2, score="val_accuracy", mode="max"),
         max_failures=2,
     )
-    result = job.run()
+    result = job.run()  # progress per epoch, then a summary (run id, metrics, model URI)
     version = result.register(args.register, alias="champion")
-    print(f"val_accuracy={result.metrics['val_accuracy']:.4f} epochs={len(result.history)} "
-          f"run_id={result.run_id}")
-    print(f"model={result.model_uri} registered=models:/{args.register}@champion "
-          f"(version {version.version})")
+    print(f"registered models:/{args.register}@champion (version {version.version}), "
+          f"val_accuracy={result.metrics['val_accuracy']:.4f}")
 
 
 if __name__ == "__main__":

@@ -39,16 +39,14 @@ def tensorflow_loop(ctx: train.TrainContext) -> None:
         model.compile(optimizer=keras.optimizers.Adam(cfg["lr"]),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
-    state = ctx.restore()
-    if state is not None:
-        model.set_weights(state["weights"])
+    ctx.restore(model=model)  # after a restart: the last checkpoint's weights
     for _ in ctx.epochs(cfg["epochs"]):
         hist = model.fit(ds, epochs=1, verbose=0)
         logits = model(x_val, training=False)
         val_loss = float(model.loss(y_val, logits))
         val_acc = float(np.mean(np.argmax(logits, axis=1) == y_val))
         ctx.report({"loss": hist.history["loss"][-1], "val_loss": val_loss,
-                    "val_accuracy": val_acc}, checkpoint={"weights": model.get_weights()})
+                    "val_accuracy": val_acc}, checkpoint={"model": model})
     ctx.log_model(model, input_example=x_val[:5])
 
 
@@ -59,7 +57,7 @@ def main() -> None:
         scaling=train.Scaling(workers=2),
         config={"lr": 3e-3, "hidden": 64, "batch_size": 32, "epochs": 5},
     ).run()
-    print(" ".join(f"{h['val_accuracy']:.3f}" for h in result.history), result.model_uri)
+    print("val_accuracy per epoch:", " ".join(f"{h['val_accuracy']:.3f}" for h in result.history))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ experiment                  RAYMLP_EXPERIMENT               "raymlp"
 home                        RAYMLP_HOME                     <cwd>/.raymlp (the defaults above live
                                                             here, and the managed local Ray head's
                                                             record)
+log_level                   RAYMLP_LOG_LEVEL                "ERROR": the engines' (Ray, MLflow)
+                                                            log lines and warnings below it stay
+                                                            out of the console; "INFO" brings
+                                                            them back
 ==========================  ==============================  =====================================
 
 This is the only module that reads the environment. :func:`get` caches the resolved
@@ -26,7 +30,9 @@ from typing import Mapping
 
 from raymlp.errors import ConfigError
 
-__all__ = ["Config", "configure", "get", "reset"]
+__all__ = ["Config", "LOG_LEVELS", "configure", "get", "reset"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,6 +46,8 @@ class Config:
         storage_root: root of checkpoints and job outputs; a local path or any fsspec URL.
         experiment: the default MLflow experiment name.
         home: raymlp's local folder (default stores, the managed local Ray head's record).
+        log_level: the lowest level of the engines' log lines that reaches the console
+            (``"DEBUG"``, ``"INFO"``, ``"WARNING"``, ``"ERROR"`` or ``"CRITICAL"``).
     """
 
     ray_address: str | None
@@ -48,12 +56,17 @@ class Config:
     storage_root: str
     experiment: str
     home: str
+    log_level: str = "ERROR"
 
     def __post_init__(self) -> None:
         for name in ("tracking_uri", "artifact_root", "storage_root", "experiment", "home"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"Config.{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.log_level, str) or self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"Config.log_level must be one of {list(LOG_LEVELS)} "
+                              f"(RAYMLP_LOG_LEVEL), got log_level={self.log_level!r}")
+        object.__setattr__(self, "log_level", self.log_level.upper())
 
     def env(self) -> dict[str, str]:
         """The ``RAYMLP_*`` variables that reproduce this configuration in another process."""
@@ -63,6 +76,7 @@ class Config:
             "RAYMLP_STORAGE_ROOT": self.storage_root,
             "RAYMLP_EXPERIMENT": self.experiment,
             "RAYMLP_HOME": self.home,
+            "RAYMLP_LOG_LEVEL": self.log_level,
         }
         if self.ray_address:
             out["RAYMLP_RAY_ADDRESS"] = self.ray_address
@@ -95,6 +109,7 @@ def _resolve(environ: Mapping[str, str]) -> Config:
         storage_root=pick("storage_root", "RAYMLP_STORAGE_ROOT", default=str(home / "storage")),
         experiment=pick("experiment", "RAYMLP_EXPERIMENT", default="raymlp"),
         home=str(home),
+        log_level=pick("log_level", "RAYMLP_LOG_LEVEL", default="ERROR"),
     )
 
 

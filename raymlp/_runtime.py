@@ -6,7 +6,7 @@ import dataclasses
 import os
 import threading
 
-from raymlp import _config
+from raymlp import _config, _console
 from raymlp.errors import ConfigError
 
 __all__ = ["RuntimeInfo", "init", "shutdown"]
@@ -58,7 +58,7 @@ _set_address = [False]  # whether init() set RAY_ADDRESS (shutdown() then remove
 
 
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
-         dashboard: bool = True) -> RuntimeInfo:
+         dashboard: bool = True, verbose: bool | None = None) -> RuntimeInfo:
     """Connect to Ray, starting a local instance when no cluster address is configured.
 
     The address comes from ``address``, then ``RAYMLP_RAY_ADDRESS`` / ``RAY_ADDRESS``. Inside a
@@ -70,6 +70,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         num_gpus: GPUs of a local instance (default: those Ray detects).
         dashboard: start Ray's dashboard with a local instance (Ray's state API, job
             submission and Ray Train's controller monitoring need it).
+        verbose: True lets the engines' (Ray, MLflow) INFO lines and warnings through, as
+            ``RAYMLP_LOG_LEVEL=INFO`` does; by default only their errors reach the console.
 
     Returns:
         RuntimeInfo: the address, whether it is local, and the cluster's resources.
@@ -81,6 +83,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     import ray
 
     with _lock:
+        if verbose is not None:
+            _config.configure(log_level="INFO" if verbose else "ERROR")
+        # Before Ray starts: the variables it sets must reach Ray's processes.
+        _console.quiet_ray()
         if ray.is_initialized() and _info is not None:
             return _info
         cfg = _config.get()
@@ -90,19 +96,21 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             os.environ.update(cfg.env())
             for key, value in {**_TRAIN_ENV, **({} if address else _LOCAL_TRAIN_ENV)}.items():
                 os.environ.setdefault(key, value)
-            kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING",
+            kwargs: dict = {"ignore_reinit_error": True,
+                            "logging_level": _console.engine_log_level(),
                             "log_to_driver": True}
             if address:
                 _probe(address)
                 try:
-                    ray.init(address=address, **kwargs)
+                    context = ray.init(address=address, **kwargs)
                 except (ConnectionError, RuntimeError, ValueError) as exc:
                     raise ConfigError(
                         f"cannot connect to the Ray cluster at ray_address={address!r}: {exc}"
                     ) from exc
             else:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
-                         include_dashboard=dashboard, **kwargs)
+                context = ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
+                                   include_dashboard=dashboard, **kwargs)
+            _console.remember_dashboard(getattr(context, "dashboard_url", None))
         ctx = ray.get_runtime_context()
         # Ray Train's controller finds the cluster through RAY_ADDRESS (its placement-group
         # cleaner otherwise trips over another Ray instance on the machine): set once here,

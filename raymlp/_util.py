@@ -117,8 +117,10 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_key_values(items: Iterable[str], *, field: str = "--set") -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}`` (values through :func:`parse_value`).
+def parse_key_values(items: Iterable[str], *, field: str = "--set",
+                     raw: bool = False) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}`` (values through :func:`parse_value`;
+    with ``raw``, kept as the strings given, as environment variables want them).
 
     Raises:
         SpecError: an item without ``=`` or with an empty key, naming ``field``.
@@ -129,7 +131,7 @@ def parse_key_values(items: Iterable[str], *, field: str = "--set") -> dict[str,
         if not sep or not key.strip():
             raise SpecError(f"{field} takes KEY=VALUE, got {item!r}", field=field, value=item,
                             allowed="KEY=VALUE")
-        out[key.strip()] = parse_value(value)
+        out[key.strip()] = value if raw else parse_value(value)
     return out
 
 

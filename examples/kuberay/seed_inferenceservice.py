@@ -28,7 +28,7 @@ service = RayServiceSpec(
         workers=[
             WorkerGroup(name="cpu-workers", replicas=1, min_replicas=1, max_replicas=5, cpus=4, memory="8Gi")
         ],
-        autoscaling=Autoscaling(idle_timeout_seconds=120),
+        autoscaling=Autoscaling(idle_timeout_s=120),
     ),
     applications=[
         ServeApplication(

@@ -40,9 +40,9 @@ job = RayJobSpec(
     working_dir=CODE_URI,
     pip=["torch>=2.3,<3"],
     shutdown_after_finish=True,
-    ttl_seconds_after_finished=600,
+    ttl_after_finished_s=600,
     backoff_limit=2,
-    active_deadline_seconds=6 * 3600,
+    active_deadline_s=6 * 3600,
 )
 
 if __name__ == "__main__":

@@ -44,11 +44,7 @@ def train_loop(ctx) -> None:
     x, y = ctx.shard(x, y)
     model = ctx.prepare_model(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)))
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    state = ctx.restore()
-    if state is not None:
-        model.module.load_state_dict(state["model"]) if hasattr(model, "module") else \
-            model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+    ctx.restore(model=model, optimizer=opt)  # after a restart: the last checkpoint's state
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(cfg["epochs"]):
         total = 0.0
@@ -60,9 +56,7 @@ def train_loop(ctx) -> None:
             loss.backward()
             opt.step()
             total += loss.item() * len(xb)
-        inner = getattr(model, "module", model)
-        ctx.report({"loss": total / len(x)},
-                   checkpoint={"model": inner.state_dict(), "opt": opt.state_dict()})
+        ctx.report({"loss": total / len(x)}, checkpoint={"model": model, "optimizer": opt})
     ctx.log_model(model, input_example=x[:4].numpy())
 
 
@@ -75,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     raymlp.init()
     result = train.TrainJob(
         loop=train_loop, framework="torch", name="seed-pytorchjob", backend=args.backend,
-        scaling=train.Scaling(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-                              cpus_per_worker=args.cpus_per_worker),
+        scaling=train.Scaling(workers=args.workers, gpus=args.gpus_per_worker,
+                              cpus=args.cpus_per_worker),
         config={k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "samples")},
         max_failures=3,
     ).run()
-    print(f"final metrics: {result.metrics} run_id={result.run_id} model={result.model_uri}")
+    print(f"final loss {result.metrics['loss']:.4f} after {len(result.history)} epochs")
     return 0
 
 

@@ -11,14 +11,15 @@ the operator's cross-field rules before anything is sent::
         cluster=cluster.RayClusterSpec(workers=[cluster.WorkerGroup(name="gpu", replicas=4, gpus=4)]),
     )
     client = cluster.KubeRayClient(namespace="team-a")
-    client.apply(job)
-    client.wait("RayJob", "digits", timeout=3600)
+    handle = client.apply(job)                 # server-side apply; dry_run="All" checks only
+    handle.wait(timeout_s=3600)
 
-Jobs can also go straight to any Ray head through Ray's Job Submission API
-(:func:`submit_job`, the ``raymlp submit`` command).
+Jobs can also go straight to any Ray cluster through Ray's Job Submission API
+(:func:`submit_job`, the ``raymlp submit`` command); :func:`dashboard_url` finds its job API
+from the cluster's address.
 """
 
-from raymlp.cluster._client import KubeRayClient, KubernetesError, ResourceStatus
+from raymlp.cluster._client import ClusterResource, KubeRayClient, ResourceStatus
 from raymlp.cluster._crds import KUBERAY_VERSION
 from raymlp.cluster._specs import (
     Autoscaling,
@@ -31,8 +32,9 @@ from raymlp.cluster._specs import (
     WorkerGroup,
     to_yaml,
 )
-from raymlp.cluster._submit import JobConnectionError, connect, follow_job, submit_job
+from raymlp.cluster._submit import connect, dashboard_url, follow_job, submit_job
 from raymlp.cluster._validate import ValidationIssue, is_ray_resource, validate_manifest
+from raymlp.errors import JobConnectionError, KubernetesError  # re-exported: raised by this package
 
 __all__ = [
     "KUBERAY_VERSION",
@@ -49,10 +51,12 @@ __all__ = [
     "validate_manifest",
     "to_yaml",
     "KubeRayClient",
+    "ClusterResource",
     "KubernetesError",
     "ResourceStatus",
     "JobConnectionError",
     "connect",
+    "dashboard_url",
     "submit_job",
     "follow_job",
 ]

@@ -40,8 +40,8 @@ def _register_cluster(subparsers: Any) -> None:
     render.add_argument(
         "spec",
         metavar="SPEC",
-        help="FILE.py[:NAME]: a Python file defining RayClusterSpec/RayJobSpec/RayServiceSpec objects "
-        "(all public module-level specs, or just NAME)",
+        help="FILE.py[:NAME] or module:NAME: a Python file defining RayClusterSpec/RayJobSpec/RayServiceSpec "
+        "objects (all public module-level specs, or just NAME)",
     )
     render.set_defaults(func=_render)
 
@@ -52,8 +52,15 @@ def _register_cluster(subparsers: Any) -> None:
     validate.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     validate.set_defaults(func=_validate)
 
-    apply = sub.add_parser("apply", help="validate, then create or update resources from YAML or a spec file")
-    apply.add_argument("files", metavar="FILE", nargs="+", help="YAML manifests or FILE.py[:NAME] spec files")
+    apply = sub.add_parser(
+        "apply", help="validate, then create or update resources from YAML or a spec file (server-side apply: "
+        "fields dropped from the file are removed on the cluster)")
+    apply.add_argument("files", metavar="FILE", nargs="+",
+                       help="YAML manifests, or FILE.py[:NAME] / module:NAME spec references")
+    apply.add_argument("--dry-run", action="store_true",
+                       help="have the API server check and default the resources without storing them")
+    apply.add_argument("--force-conflicts", action="store_true",
+                       help="take over fields another field manager owns instead of failing")
     _k8s_options(apply)
     apply.set_defaults(func=_apply)
 
@@ -67,7 +74,7 @@ def _register_cluster(subparsers: Any) -> None:
         p.add_argument("name", metavar="NAME")
         _k8s_options(p)
         if action == "wait":
-            p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+            p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
             p.add_argument("--poll", type=float, default=2.0, help="seconds between status reads")
         if action == "status":
             p.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -125,7 +132,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     manifests = []
     for target in args.files:
-        if target.partition(":")[0].endswith(".py"):
+        if target.partition(":")[0].endswith(".py") or not target.endswith((".yaml", ".yml", ".json")):
             manifests += [spec.render() for spec in load_specs(target)]
         else:
             docs = load_manifests(target)
@@ -136,8 +143,7 @@ def _apply(args: argparse.Namespace) -> int:
             manifests += [d for d in docs if is_ray_resource(d)]
     client = _client(args)
     for manifest in manifests:
-        action, _ = client.apply(manifest)
-        print(f"{manifest['kind'].lower()}.ray.io/{manifest['metadata']['name']} {action}")
+        print(client.apply(manifest, dry_run="All" if args.dry_run else False, force=args.force_conflicts))
     return 0
 
 
@@ -165,16 +171,18 @@ def _describe(st: Any) -> str:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    from raymlp.errors import JobError
+    from raymlp.errors import JobError, KubernetesError, TimeoutError
 
     client = _client(args)
     try:
-        st = client.wait(args.kind, args.name, timeout=args.timeout, poll_s=args.poll,
+        st = client.wait(args.kind, args.name, timeout_s=args.timeout, poll_s=args.poll,
                          on_change=lambda s: print(_describe(s), flush=True))
-    except JobError as exc:
+    except (JobError, TimeoutError) as exc:
         print(f"raymlp: {exc}", file=sys.stderr)
         return 1
-    except TimeoutError as exc:
+    except KubernetesError as exc:
+        if exc.status is not None:  # the API call itself failed: exit 2 like other API errors
+            raise
         print(f"raymlp: {exc}", file=sys.stderr)
         return 1
     return 0 if not st.failed else 1
@@ -198,8 +206,16 @@ def _address_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
         default=None,
-        help="the Ray head's dashboard URL, e.g. http://127.0.0.1:8265 "
-        "(default: RAYMLP_RAY_ADDRESS / RAY_ADDRESS when it is an http(s) URL)",
+        help="the Ray cluster: its GCS address HOST:PORT or ray://HOST:PORT (default: RAYMLP_RAY_ADDRESS / "
+        "RAY_ADDRESS, else the local cluster of `raymlp up`); the job API is taken at HOST:8265. "
+        "An http(s):// dashboard URL still works here and is used as it is",
+    )
+    p.add_argument(
+        "--dashboard",
+        default=None,
+        metavar="URL",
+        help="the cluster's dashboard / job API URL, e.g. http://HEAD:8265, when it is not on port 8265 of "
+        "the --address host",
     )
 
 
@@ -207,7 +223,8 @@ def _register_submit(subparsers: Any) -> None:
     submit = subparsers.add_parser(
         "submit",
         help="submit a job to a Ray head, stream its logs and exit with its status",
-        description="raymlp submit --address URL [--working-dir DIR] [--pip PKG ...] -- ENTRYPOINT ...",
+        description="raymlp submit [--address HOST:PORT] [--dashboard URL] [--working-dir DIR] [--pip PKG ...] "
+        "-- ENTRYPOINT ...",
     )
     _address_option(submit)
     submit.add_argument("--working-dir", help="directory (or remote URI) uploaded as the job's working_dir")
@@ -215,38 +232,30 @@ def _register_submit(subparsers: Any) -> None:
     submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="job environment variable")
     submit.add_argument("--submission-id", help="a job id of your choosing")
     submit.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
-    submit.add_argument("--timeout", type=float, default=None, help="seconds to wait for the job to finish")
+    submit.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait for the job to finish (it keeps running after)")
     submit.add_argument("entrypoint", nargs=argparse.REMAINDER, metavar="-- ENTRYPOINT")
     submit.set_defaults(func=_submit)
 
 
 def _resolve_address(args: argparse.Namespace) -> str:
-    from raymlp import _config
-    from raymlp.errors import ConfigError
+    from raymlp.cluster._submit import dashboard_url
 
-    address = args.address or _config.get().ray_address
-    if not address:
-        raise ConfigError(
-            "no Ray job API address: pass --address http://HEAD:8265 (or set RAYMLP_RAY_ADDRESS to that URL)"
-        )
-    return address
+    return dashboard_url(args.address, dashboard=args.dashboard)
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from raymlp._util import parse_key_values
     from raymlp.cluster._submit import connect, follow_job, log_tail, submit_job
-    from raymlp.errors import ConfigError
+    from raymlp.errors import ConfigError, TimeoutError
 
     entry = list(args.entrypoint)
     if entry and entry[0] == "--":
         entry = entry[1:]
     if not entry:
-        raise ConfigError("no entrypoint: give the command after '--', e.g. raymlp submit --address URL -- python train.py")
-    env = {}
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--env takes KEY=VALUE, got {item!r}")
-        env[key] = value
+        raise ConfigError("no entrypoint: give the command after '--', e.g. raymlp submit --address HOST:PORT -- "
+                          "python train.py")
+    env = parse_key_values(args.env, field="--env", raw=True)
     client = connect(_resolve_address(args))
     job_id = submit_job(client, entry, working_dir=args.working_dir, pip=args.pip, env_vars=env,
                         submission_id=args.submission_id)
@@ -254,7 +263,11 @@ def _submit(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(job_id)
         return 0
-    status = follow_job(client, job_id, timeout=args.timeout)
+    try:
+        status = follow_job(client, job_id, timeout_s=args.timeout)
+    except TimeoutError as exc:
+        print(f"raymlp: {exc}", file=sys.stderr)
+        return 1
     print(f"raymlp: job {job_id} {status}", file=sys.stderr)
     if status != "SUCCEEDED":
         info = client.get_job_info(job_id)

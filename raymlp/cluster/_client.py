@@ -1,8 +1,10 @@
 """Apply, watch and delete KubeRay resources through the official ``kubernetes`` client.
 
-Every manifest is validated (:func:`validate_manifest`) before it is sent. ``apply`` creates
-the object, or merge-patches it when it exists (a second apply of a changed spec updates it);
-``wait`` polls the object's status until the kind's ready or terminal state:
+Every manifest is validated (:func:`validate_manifest`) before it is sent. ``apply`` uses
+Kubernetes server-side apply with the field manager ``"raymlp"``: the API server merges the
+manifest into the stored object and *removes* every field raymlp set before and no longer sets
+(a merge patch never removes a field that is left out). It returns a :class:`ClusterResource`
+handle; its ``wait`` polls the object's status until the kind's ready or terminal state:
 
 ============  ============================================================================
 RayCluster    conditions ``HeadPodReady`` and ``RayClusterProvisioned`` both True
@@ -15,25 +17,23 @@ RayService    condition ``Ready`` True
 from __future__ import annotations
 
 import dataclasses
-import time
+import html
+import json
 from typing import Any, Callable, Mapping
 
+from raymlp._spec import choice
+from raymlp._util import poll
 from raymlp.cluster._crds import KINDS
 from raymlp.cluster._validate import validate_manifest
-from raymlp.errors import ConfigError, JobError, RaymlpError, SpecError
+from raymlp.errors import ConfigError, JobError, KubernetesError, SpecError
 
-__all__ = ["KubeRayClient", "ResourceStatus", "KubernetesError"]
+__all__ = ["KubeRayClient", "ClusterResource", "ResourceStatus", "FIELD_MANAGER"]
 
 GROUP, VERSION = "ray.io", "v1"
 JOB_TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")
-
-
-class KubernetesError(RaymlpError):
-    """The Kubernetes API refused a request; ``status`` holds its HTTP status."""
-
-    def __init__(self, message: str, *, status: int | None = None):
-        super().__init__(message)
-        self.status = status
+#: The field manager of raymlp's server-side applies: the API server tracks which fields it owns.
+FIELD_MANAGER = "raymlp"
+_APPLY_PATCH = "application/apply-patch+yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +100,11 @@ def _summarize(kind: str, obj: Mapping[str, Any]) -> ResourceStatus:
     )
 
 
+_GOAL = {"RayCluster": "ready", "RayJob": "finished", "RayService": "ready"}
+
+
 def _plural(kind: str) -> str:
-    if kind not in KINDS:
-        raise SpecError(f"kind must be one of {sorted(KINDS)}, got {kind!r}", field="kind", value=kind)
-    return KINDS[kind]
+    return KINDS[choice("kind", kind, sorted(KINDS))]
 
 
 class KubeRayClient:
@@ -120,9 +121,8 @@ class KubeRayClient:
 
     Example:
         >>> client = KubeRayClient(namespace="team-a")            # doctest: +SKIP
-        >>> client.apply(job_spec)                                 # doctest: +SKIP
-        ('created', {...})
-        >>> client.wait("RayJob", "digits", timeout=3600).job_status  # doctest: +SKIP
+        >>> job = client.apply(job_spec)                           # doctest: +SKIP
+        >>> job.wait(timeout_s=3600).job_status                      # doctest: +SKIP
         'SUCCEEDED'
     """
 
@@ -170,21 +170,30 @@ class KubeRayClient:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def apply(self, resource: Any) -> tuple[str, dict[str, Any]]:
-        """Create the resource, or merge-patch it if it exists.
+    def apply(self, resource: Any, *, dry_run: bool | str = False, force: bool = False) -> "ClusterResource":
+        """Create or update the resource with server-side apply (field manager ``"raymlp"``).
+
+        Fields raymlp set on an earlier apply and left out now are removed on the cluster;
+        fields other managers own (the operator's ``status``, a ``kubectl edit``) stay.
 
         Args:
             resource: a RayClusterSpec/RayJobSpec/RayServiceSpec, or a manifest mapping.
+            dry_run: ``"All"`` (or True) has the API server validate, default and return the
+                result without persisting anything.
+            force: take over fields another field manager owns instead of failing with a
+                conflict (``kubectl apply --server-side --force-conflicts``).
 
         Returns:
-            ``("created" | "configured", the object as the API server returned it)``.
+            A :class:`ClusterResource` handle (``action`` is ``"created"`` or ``"configured"``).
 
         Raises:
-            SpecError: the manifest is invalid (nothing is sent).
-            KubernetesError: the API server refused it.
+            SpecError: the manifest is invalid, or ``dry_run`` is not False/True/"All"
+                (nothing is sent).
+            KubernetesError: the API server refused it (409: a field another manager owns
+                differs; pass ``force=True`` to take it over).
         """
-        from kubernetes.client.exceptions import ApiException
-
+        dry = "All" if dry_run is True else (None if dry_run in (False, None) else dry_run)
+        choice("dry_run", dry, ("All",), optional=True)
         manifest = resource.render() if hasattr(resource, "render") else dict(resource)
         issues = validate_manifest(manifest)
         if issues:
@@ -194,18 +203,22 @@ class KubeRayClient:
             )
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         namespace = manifest["metadata"].get("namespace") or self.namespace
-        plural = _plural(kind)
-        try:
-            obj = self._custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, manifest)
-            return "created", obj
-        except ApiException as exc:
-            if exc.status != 409:  # 409 Conflict: it exists, so patch it below
-                raise _api_error(f"create {kind} {namespace}/{name}", exc) from exc
-        obj = self._call(
-            f"patch {kind} {namespace}/{name}",
-            self._custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural, name, manifest,
+        body = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
+        kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": force,
+                                  "_content_type": _APPLY_PATCH}
+        if dry:
+            kwargs["dry_run"] = dry
+        # The raw response: the generated client decodes only a 200 body, and an apply that
+        # creates the object answers 201 Created.
+        raw = self._call(
+            f"apply {kind} {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            GROUP, VERSION, namespace, _plural(kind), name, body, _preload_content=False, **kwargs,
         )
-        return "configured", obj
+        obj = json.loads(raw.data)
+        return ClusterResource(kind=kind, name=name, namespace=namespace,
+                               action="created" if raw.status == 201 else "configured",
+                               dry_run=bool(dry), object=obj, client=self)
 
     def get(self, kind: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
         """The whole object."""
@@ -219,41 +232,42 @@ class KubeRayClient:
         """A summary of the object's status."""
         return _summarize(kind, self.get(kind, name, namespace=namespace))
 
-    def wait(self, kind: str, name: str, *, namespace: str | None = None, timeout: float = 600.0,
+    def wait(self, kind: str, name: str, *, namespace: str | None = None, timeout_s: float | None = 600.0,
              poll_s: float = 2.0, on_change: Callable[[ResourceStatus], None] | None = None) -> ResourceStatus:
         """Poll until the resource is ready (RayCluster, RayService) or terminal (RayJob).
 
         Args:
+            timeout_s: seconds to wait (None: for ever).
+            poll_s: seconds between status reads.
             on_change: called with each new status (a different state or job status).
 
         Returns:
             The final status.
 
         Raises:
-            JobError: a RayJob ended failed (with the operator's reason and message), or a
-                RayCluster failed.
-            TimeoutError: the state was not reached within ``timeout`` seconds.
+            JobError: a RayJob ended failed (with the operator's reason and message).
+            KubernetesError: a RayCluster failed.
+            raymlp.errors.TimeoutError: the state was not reached within ``timeout_s``; its
+                ``last_status`` is the last :class:`ResourceStatus` read.
         """
-        deadline = time.monotonic() + timeout
-        last: tuple[Any, ...] | None = None
-        while True:
+        seen: dict[str, Any] = {}
+
+        def check() -> ResourceStatus | None:
             st = self.status(kind, name, namespace=namespace)
             key = (st.state, st.job_status, tuple(sorted(st.conditions.items())))
-            if key != last and on_change:
+            if key != seen.get("key") and on_change:
                 on_change(st)
-            last = key
-            if st.ready or st.failed:
-                if st.failed:
-                    why = ": ".join(x for x in (st.reason, st.message) if x) or "no reason given"
-                    detail = f"{kind} {name} failed (state {st.state}, job status {st.job_status}): {why}"
-                    raise JobError(detail, cause=st.reason)
-                return st
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{kind} {name} not ready after {timeout:g} s (state {st.state!r}, "
-                    f"job status {st.job_status!r}, conditions {dict(st.conditions)})"
-                )
-            time.sleep(poll_s)
+            seen.update(key=key, status=st)
+            if st.failed:
+                why = ": ".join(x for x in (st.reason, st.message) if x) or "no reason given"
+                if kind == "RayJob":
+                    raise JobError(f"{kind} {name} failed (state {st.state}, job status {st.job_status}): {why}",
+                                   cause=st.reason)
+                raise KubernetesError(f"{kind} {name} failed (state {st.state}): {why}")
+            return st if st.ready else None
+
+        return poll(check, timeout_s=timeout_s, what=f"{kind} {name} to be {_GOAL[kind]}",
+                    interval_s=poll_s, max_interval_s=poll_s, status=lambda: seen.get("status"))
 
     def logs(self, name: str, *, namespace: str | None = None, tail_lines: int | None = None) -> str:
         """The logs of a RayJob's submitter pod (K8sJobMode: the Kubernetes Job of the same name)."""
@@ -287,8 +301,6 @@ class KubeRayClient:
 
 
 def _api_error(what: str, exc: Any) -> KubernetesError:
-    import json
-
     detail = exc.reason
     try:
         detail = json.loads(exc.body).get("message", detail)
@@ -309,3 +321,62 @@ def _pod_namespace() -> str | None:
             return fh.read().strip() or None
     except OSError:
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterResource:
+    """A Ray resource applied to Kubernetes: what :meth:`KubeRayClient.apply` returns.
+
+    Attributes:
+        kind: RayCluster, RayJob or RayService.
+        name: the object's name.
+        namespace: its namespace.
+        action: ``"created"`` or ``"configured"`` (it existed).
+        dry_run: True when the apply was a server-side dry run (nothing was stored).
+        object: the object as the API server returned it.
+
+    Example:
+        >>> job = client.apply(job_spec)                  # doctest: +SKIP
+        >>> job.wait(timeout_s=3600).job_status           # doctest: +SKIP
+        'SUCCEEDED'
+    """
+
+    kind: str
+    name: str
+    namespace: str
+    action: str
+    dry_run: bool
+    object: Mapping[str, Any] = dataclasses.field(repr=False, compare=False)
+    client: KubeRayClient = dataclasses.field(repr=False, compare=False)
+
+    def status(self) -> ResourceStatus:
+        """A summary of the object's status now."""
+        return self.client.status(self.kind, self.name, namespace=self.namespace)
+
+    def wait(self, *, timeout_s: float | None = 600.0, poll_s: float = 2.0,
+             on_change: Callable[[ResourceStatus], None] | None = None) -> ResourceStatus:
+        """Wait until it is ready (RayCluster, RayService) or finished (RayJob); see
+        :meth:`KubeRayClient.wait` (a wait that runs out raises
+        :class:`raymlp.errors.TimeoutError`)."""
+        return self.client.wait(self.kind, self.name, namespace=self.namespace, timeout_s=timeout_s,
+                                poll_s=poll_s, on_change=on_change)
+
+    def delete(self) -> bool:
+        """Delete it; returns False when it did not exist."""
+        return self.client.delete(self.kind, self.name, namespace=self.namespace)
+
+    def logs(self, *, tail_lines: int | None = None) -> str:
+        """The logs of a RayJob's submitter pod.
+
+        Raises:
+            SpecError: the resource is not a RayJob.
+        """
+        choice("kind", self.kind, ("RayJob",))
+        return self.client.logs(self.name, namespace=self.namespace, tail_lines=tail_lines)
+
+    def __str__(self) -> str:
+        return f"{self.kind.lower()}.ray.io/{self.name} {self.action}{' (server dry run)' if self.dry_run else ''}"
+
+    def _repr_html_(self) -> str:
+        return (f"<b>{html.escape(self.kind)}</b> {html.escape(self.namespace)}/{html.escape(self.name)}: "
+                f"{html.escape(self.action)}{' (server dry run)' if self.dry_run else ''}")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import runpy
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
+from raymlp._util import load_object
 from raymlp.cluster._specs import RayClusterSpec, RayJobSpec, RayServiceSpec
 from raymlp.cluster._validate import ValidationIssue, is_ray_resource, validate_manifest
 from raymlp.errors import SpecError
@@ -17,30 +17,32 @@ SPEC_TYPES = (RayClusterSpec, RayJobSpec, RayServiceSpec)
 
 
 def load_specs(target: str) -> list[Any]:
-    """The specs named by ``FILE.py[:NAME]``.
+    """The specs named by ``FILE.py[:NAME]`` or ``package.module:NAME``.
 
     Without ``:NAME``, every public module-level RayClusterSpec, RayJobSpec and RayServiceSpec
-    of the file, in definition order. The file runs with ``__name__`` set to
-    ``"__raymlp_render__"``, so its ``if __name__ == "__main__":`` block does not.
+    of the file, in definition order. The file is imported as a module (not run as
+    ``__main__``), so its ``if __name__ == "__main__":`` block does not run.
 
     Raises:
-        SpecError: the file is missing, NAME is not a spec, or the file defines none.
+        SpecError: the file or module is missing, NAME is not a spec, or the file defines none.
     """
-    path_str, _, attr = target.partition(":")
-    path = Path(path_str)
-    if path.suffix != ".py" or not path.is_file():
-        raise SpecError(f"SPEC must be FILE.py[:NAME] naming an existing Python file, got {target!r}",
-                        field="SPEC", value=target)
-    namespace = runpy.run_path(str(path), run_name="__raymlp_render__")
+    where, _, attr = target.rpartition(":") if ":" in target else (target, "", "")
+    if not attr:
+        path = Path(where)
+        if path.suffix != ".py" or not path.is_file():
+            raise SpecError(f"SPEC must be FILE.py[:NAME] naming an existing Python file, or module:NAME, "
+                            f"got {target!r}", field="SPEC", value=target)
+    # A module's namespace is its __dict__: one reference loader for the whole file and for NAME.
+    namespace = load_object(f"{where}:__dict__", field="SPEC")
     if attr:
         if not isinstance(namespace.get(attr), SPEC_TYPES):
             found = sorted(k for k, v in namespace.items() if isinstance(v, SPEC_TYPES))
-            raise SpecError(f"{path}:{attr} is not a RayClusterSpec/RayJobSpec/RayServiceSpec; specs there: {found}",
+            raise SpecError(f"{where}:{attr} is not a RayClusterSpec/RayJobSpec/RayServiceSpec; specs there: {found}",
                             field="SPEC", value=target)
         return [namespace[attr]]
     specs = [v for k, v in namespace.items() if not k.startswith("_") and isinstance(v, SPEC_TYPES)]
     if not specs:
-        raise SpecError(f"{path} defines no RayClusterSpec, RayJobSpec or RayServiceSpec at module level",
+        raise SpecError(f"{where} defines no RayClusterSpec, RayJobSpec or RayServiceSpec at module level",
                         field="SPEC", value=target)
     return specs
 

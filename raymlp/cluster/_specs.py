@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import yaml
 
+from raymlp._spec import boolean, choice, fail, instance, integer, mapping, number, string
 from raymlp.cluster._validate import MAX_NAME_LENGTH, SUBMISSION_MODES, validate_manifest
 from raymlp.errors import SpecError
 
@@ -46,63 +47,58 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*[:.][A-Za-z_]\w*$")
 Number = Union[int, float]
 
 
-def _fail(field: str, value: Any, allowed: str) -> SpecError:
-    return SpecError(f"{field} must be {allowed}, got {value!r}", field=field, value=value)
+def _k8s_name(field: str, value: Any, limit: int, *, optional: bool = False) -> Any:
+    """A DNS-1035 label (Kubernetes object and group names start with a letter)."""
+    return string(field, value, optional=optional, pattern=_DNS1035, max_length=limit,
+                  allowed=f"a DNS-1035 label of at most {limit} characters (lower-case letters, digits "
+                          "and '-', starting with a letter)")
 
 
-def _check_name(field: str, value: Any, limit: int) -> None:
-    if not isinstance(value, str) or not _DNS1035.match(value) or len(value) > limit:
-        raise _fail(
-            field,
-            value,
-            f"a DNS-1035 label of at most {limit} characters (lower-case letters, digits and "
-            "'-', starting with a letter)",
-        )
+_QUANTITY_ALLOWED = "a number or a Kubernetes quantity string such as '500m' or '4Gi'"
 
 
 def _quantity(field: str, value: Any, *, allow_zero: bool = False) -> str:
-    """A Kubernetes quantity string from an int, float or string."""
-    if isinstance(value, bool):
-        raise _fail(field, value, "a number or a Kubernetes quantity string such as '500m' or '4Gi'")
-    if isinstance(value, (int, float)):
-        if value < 0 or (value == 0 and not allow_zero):
-            raise _fail(field, value, "> 0")
-        if float(value).is_integer():
-            return str(int(value))
-        return f"{round(value * 1000)}m"
-    if isinstance(value, str) and _QUANTITY.match(value):
+    """A Kubernetes quantity string from a number (CPUs, bytes) or a quantity string."""
+    if isinstance(value, str):
+        string(field, value, pattern=_QUANTITY, allowed=_QUANTITY_ALLOWED)
         return value
-    raise _fail(field, value, "a number or a Kubernetes quantity string such as '500m' or '4Gi'")
+    number(field, value, minimum=0, strict=not allow_zero)
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{round(value * 1000)}m"
+
+
+def _scalar(field: str, value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        raise fail(field, value, "a string (or a number/bool, which is quoted)")
+    return value
 
 
 def _str_map(field: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise _fail(field, value, "a mapping of strings to strings")
-    out = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or isinstance(v, (dict, list, tuple)) or v is None:
-            raise _fail(f"{field}[{k!r}]", v, "a string (or a number/bool, which is quoted)")
-        # KubeRay wants rayStartParams/env/labels values as strings; quote scalars for the user.
-        out[k] = str(v).lower() if isinstance(v, bool) else str(v)
-    return out
+    """A mapping of strings; KubeRay wants rayStartParams/env/labels values as strings, so
+    scalars are quoted for the user."""
+    mapping(field, value, values=_scalar)
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
 
 
 def _tolerations(field: str, value: Any) -> tuple[dict[str, Any], ...]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(t, Mapping) for t in value):
-        raise _fail(field, value, "a sequence of toleration mappings ({'key': ..., 'effect': ...})")
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or \
+            not all(isinstance(t, Mapping) for t in value):
+        raise fail(field, value, "a sequence of toleration mappings ({'key': ..., 'effect': ...})")
     return tuple(dict(t) for t in value)
 
 
-def _nonneg_int(field: str, value: Any, *, positive: bool = False) -> None:
-    low = 1 if positive else 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise _fail(field, value, f"an integer >= {low}")
+def _sequence_of(field: str, value: Any, kind: type, *, non_empty: bool = False) -> tuple:
+    items = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
+    if items is None or not all(isinstance(i, kind) for i in items) or (non_empty and not items):
+        raise fail(field, value, f"a {'non-empty ' if non_empty else ''}sequence of {kind.__name__}")
+    return items
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _PodGroup:
     cpus: Number | str = 1
-    memory: str = "2Gi"
+    memory: int | str = "2Gi"
     gpus: int = 0
     gpu_resource: str = "nvidia.com/gpu"
     tolerations: Sequence[Mapping[str, Any]] = ()
@@ -113,9 +109,9 @@ class _PodGroup:
     def _check_pod(self, owner: str) -> None:
         _quantity(f"{owner}.cpus", self.cpus)
         _quantity(f"{owner}.memory", self.memory)
-        _nonneg_int(f"{owner}.gpus", self.gpus)
-        if not isinstance(self.gpu_resource, str) or "/" not in self.gpu_resource:
-            raise _fail(f"{owner}.gpu_resource", self.gpu_resource, "an extended resource name like 'nvidia.com/gpu'")
+        integer(f"{owner}.gpus", self.gpus, minimum=0)
+        string(f"{owner}.gpu_resource", self.gpu_resource, pattern=r"[^/\s]+/[^/\s]+",
+               allowed="an extended resource name like 'nvidia.com/gpu'")
         object.__setattr__(self, "tolerations", _tolerations(f"{owner}.tolerations", self.tolerations))
         object.__setattr__(self, "node_selector", _str_map(f"{owner}.node_selector", self.node_selector))
         object.__setattr__(
@@ -125,7 +121,7 @@ class _PodGroup:
 
     def _pod_template(self, *, container: str, image: str, ports: Sequence[tuple[str, int]],
                       restart_never: bool, extra_env: Mapping[str, str] = {}) -> dict[str, Any]:
-        resources = {"cpu": _quantity("cpus", self.cpus), "memory": self.memory}
+        resources = {"cpu": _quantity("cpus", self.cpus), "memory": _quantity("memory", self.memory)}
         if self.gpus:
             resources[self.gpu_resource] = str(self.gpus)
         main: dict[str, Any] = {
@@ -162,7 +158,7 @@ class HeadGroup(_PodGroup):
 
     Args:
         cpus: CPU limit of the pod (number or quantity string).
-        memory: memory limit (quantity string, e.g. ``"8Gi"``).
+        memory: memory limit of the pod (a quantity string such as ``"8Gi"``, or bytes).
         gpus: GPUs on the head pod (usually 0).
         gpu_resource: the extended resource name of the GPUs.
         ray_cpus: CPUs the head advertises to Ray. The default 0 keeps tasks and actors off the
@@ -179,16 +175,14 @@ class HeadGroup(_PodGroup):
     """
 
     cpus: Number | str = 2
-    memory: str = "4Gi"
+    memory: int | str = "4Gi"
     ray_cpus: int | None = 0
     service_type: str | None = None
 
     def __post_init__(self) -> None:
         self._check_pod("HeadGroup")
-        if self.ray_cpus is not None:
-            _nonneg_int("HeadGroup.ray_cpus", self.ray_cpus)
-        if self.service_type not in (None, "ClusterIP", "NodePort", "LoadBalancer"):
-            raise _fail("HeadGroup.service_type", self.service_type, "ClusterIP, NodePort, LoadBalancer or None")
+        integer("HeadGroup.ray_cpus", self.ray_cpus, minimum=0, optional=True)
+        choice("HeadGroup.service_type", self.service_type, ("ClusterIP", "NodePort", "LoadBalancer"), optional=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -200,8 +194,8 @@ class WorkerGroup(_PodGroup):
         replicas: pods to start with.
         min_replicas: the autoscaler's lower bound (default: ``replicas``).
         max_replicas: the autoscaler's upper bound (default: ``replicas``).
-        cpus: CPU limit per pod.
-        memory: memory limit per pod.
+        cpus: CPU limit per pod (number or quantity string).
+        memory: memory limit per pod (a quantity string such as ``"8Gi"``, or bytes).
         gpus: GPUs per pod, rendered as the ``gpu_resource`` limit.
         gpu_resource: ``"nvidia.com/gpu"`` unless the nodes expose another name.
         tolerations: pod tolerations (GPU groups also tolerate the GPU taint).
@@ -223,17 +217,17 @@ class WorkerGroup(_PodGroup):
     max_replicas: int | None = None
 
     def __post_init__(self) -> None:
-        _check_name("WorkerGroup.name", self.name, 63)
+        _k8s_name("WorkerGroup.name", self.name, 63)
         self._check_pod(f"WorkerGroup[{self.name}]")
-        _nonneg_int("WorkerGroup.replicas", self.replicas)
+        integer("WorkerGroup.replicas", self.replicas, minimum=0)
         low = self.replicas if self.min_replicas is None else self.min_replicas
         high = self.replicas if self.max_replicas is None else self.max_replicas
-        _nonneg_int("WorkerGroup.min_replicas", low)
-        _nonneg_int("WorkerGroup.max_replicas", high)
+        integer("WorkerGroup.min_replicas", low, minimum=0)
+        integer("WorkerGroup.max_replicas", high, minimum=0)
         if low > high:
-            raise _fail("WorkerGroup.min_replicas", low, f"<= max_replicas ({high})")
+            raise fail("WorkerGroup.min_replicas", low, f"<= max_replicas ({high})")
         if not low <= self.replicas <= high:
-            raise _fail("WorkerGroup.replicas", self.replicas, f"between min_replicas ({low}) and max_replicas ({high})")
+            raise fail("WorkerGroup.replicas", self.replicas, f"between min_replicas ({low}) and max_replicas ({high})")
         object.__setattr__(self, "min_replicas", low)
         object.__setattr__(self, "max_replicas", high)
 
@@ -244,20 +238,19 @@ class Autoscaling:
 
     Args:
         version: ``"v2"`` (default; the autoscaler Ray recommends) or ``"v1"``.
-        idle_timeout_seconds: seconds a worker stays idle before it is removed.
+        idle_timeout_s: seconds a worker stays idle before it is removed.
         upscaling_mode: ``"Default"``, ``"Aggressive"`` or ``"Conservative"``.
     """
 
     version: str = "v2"
-    idle_timeout_seconds: int = 60
+    idle_timeout_s: int = 60
     upscaling_mode: str = "Default"
 
     def __post_init__(self) -> None:
-        if self.version not in ("v1", "v2"):
-            raise _fail("Autoscaling.version", self.version, "'v1' or 'v2'")
-        _nonneg_int("Autoscaling.idle_timeout_seconds", self.idle_timeout_seconds)
-        if self.upscaling_mode not in ("Default", "Aggressive", "Conservative"):
-            raise _fail("Autoscaling.upscaling_mode", self.upscaling_mode, "'Default', 'Aggressive' or 'Conservative'")
+        choice("Autoscaling.version", self.version, ("v1", "v2"))
+        # The operator's idleTimeoutSeconds is an integer of seconds.
+        integer("Autoscaling.idle_timeout_s", self.idle_timeout_s, minimum=0)
+        choice("Autoscaling.upscaling_mode", self.upscaling_mode, ("Default", "Aggressive", "Conservative"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -278,12 +271,11 @@ class GcsFaultTolerance:
     external_storage_namespace: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.redis_address, str) or not re.match(
-            r"^(rediss?://)?[^\s:/]+(:\d+)?/?$", self.redis_address
-        ):
-            raise _fail("GcsFaultTolerance.redis_address", self.redis_address, "'host:port' or a redis:// URL")
-        if self.password_secret is not None:
-            _check_name("GcsFaultTolerance.password_secret", self.password_secret, 253)
+        string("GcsFaultTolerance.redis_address", self.redis_address, pattern=r"(rediss?://)?[^\s:/]+(:\d+)?/?",
+               allowed="'host:port' or a redis:// URL")
+        _k8s_name("GcsFaultTolerance.password_secret", self.password_secret, 253, optional=True)
+        string("GcsFaultTolerance.password_key", self.password_key)
+        string("GcsFaultTolerance.external_storage_namespace", self.external_storage_namespace, optional=True)
 
     def render(self) -> dict[str, Any]:
         out: dict[str, Any] = {"redisAddress": self.redis_address}
@@ -341,25 +333,19 @@ class RayClusterSpec:
     annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name is not None:
-            _check_name("RayClusterSpec.name", self.name, MAX_NAME_LENGTH["RayCluster"])
-        if self.namespace is not None:
-            _check_name("RayClusterSpec.namespace", self.namespace, 63)
-        if not isinstance(self.ray_version, str) or not re.match(r"^\d+\.\d+\.\d+", self.ray_version):
-            raise _fail("RayClusterSpec.ray_version", self.ray_version, "a Ray version like '2.60.0'")
-        if not isinstance(self.head, HeadGroup):
-            raise _fail("RayClusterSpec.head", self.head, "a HeadGroup")
-        workers = tuple(self.workers)
-        if not all(isinstance(w, WorkerGroup) for w in workers):
-            raise _fail("RayClusterSpec.workers", self.workers, "a sequence of WorkerGroup")
+        _k8s_name("RayClusterSpec.name", self.name, MAX_NAME_LENGTH["RayCluster"], optional=True)
+        _k8s_name("RayClusterSpec.namespace", self.namespace, 63, optional=True)
+        string("RayClusterSpec.ray_version", self.ray_version, pattern=r"\d+\.\d+\.\d+.*",
+               allowed="a Ray version like '2.60.0'")
+        instance("RayClusterSpec.head", self.head, HeadGroup, what="a HeadGroup")
+        workers = _sequence_of("RayClusterSpec.workers", self.workers, WorkerGroup)
         names = [w.name for w in workers]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise _fail("RayClusterSpec.workers", dupes, "worker groups with unique names")
+            raise fail("RayClusterSpec.workers", dupes, "worker groups with unique names")
         object.__setattr__(self, "workers", workers)
         if self.image is not None:
-            if not isinstance(self.image, str) or not self.image.strip():
-                raise _fail("RayClusterSpec.image", self.image, "a container image reference")
+            string("RayClusterSpec.image", self.image, allowed="a container image reference")
             tagged = _image_version(self.image)
             if tagged is not None and tagged != self.ray_version:
                 raise SpecError(
@@ -368,10 +354,9 @@ class RayClusterSpec:
                     field="RayClusterSpec.image",
                     value=self.image,
                 )
-        if self.autoscaling is not None and not isinstance(self.autoscaling, Autoscaling):
-            raise _fail("RayClusterSpec.autoscaling", self.autoscaling, "an Autoscaling or None")
-        if self.gcs_fault_tolerance is not None and not isinstance(self.gcs_fault_tolerance, GcsFaultTolerance):
-            raise _fail("RayClusterSpec.gcs_fault_tolerance", self.gcs_fault_tolerance, "a GcsFaultTolerance or None")
+        instance("RayClusterSpec.autoscaling", self.autoscaling, Autoscaling, what="an Autoscaling", optional=True)
+        instance("RayClusterSpec.gcs_fault_tolerance", self.gcs_fault_tolerance, GcsFaultTolerance,
+                 what="a GcsFaultTolerance", optional=True)
         object.__setattr__(self, "labels", _str_map("RayClusterSpec.labels", self.labels))
         object.__setattr__(self, "annotations", _str_map("RayClusterSpec.annotations", self.annotations))
 
@@ -403,7 +388,7 @@ class RayClusterSpec:
             spec["enableInTreeAutoscaling"] = True
             spec["autoscalerOptions"] = {
                 "version": self.autoscaling.version,
-                "idleTimeoutSeconds": self.autoscaling.idle_timeout_seconds,
+                "idleTimeoutSeconds": self.autoscaling.idle_timeout_s,
                 "upscalingMode": self.autoscaling.upscaling_mode,
             }
         if self.gcs_fault_tolerance is not None:
@@ -428,21 +413,19 @@ class RayClusterSpec:
             SpecError: when ``name`` is unset or the manifest breaks a CRD/operator rule.
         """
         if self.name is None:
-            raise _fail("RayClusterSpec.name", None, "set to render a standalone RayCluster")
+            raise fail("RayClusterSpec.name", None, "set to render a standalone RayCluster")
         return _finish("RayCluster", self.name, self.namespace, self.labels, self.annotations, self.cluster_spec())
 
 
 def _runtime_env(field: str, working_dir: str | None, pip: Sequence[str], env_vars: Mapping[str, Any],
                  extra: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(extra, Mapping):
-        raise _fail(f"{field}.runtime_env", extra, "a mapping (a Ray runtime environment)")
+    mapping(f"{field}.runtime_env", extra)
     env: dict[str, Any] = dict(extra)
     if working_dir is not None:
-        if not isinstance(working_dir, str) or not working_dir:
-            raise _fail(f"{field}.working_dir", working_dir, "a path or a remote URI (https://, s3://, gs://)")
+        string(f"{field}.working_dir", working_dir, allowed="a path or a remote URI (https://, s3://, gs://)")
         env["working_dir"] = working_dir
     if isinstance(pip, str) or not all(isinstance(p, str) and p for p in pip):
-        raise _fail(f"{field}.pip", pip, "a sequence of pip requirement strings")
+        raise fail(f"{field}.pip", pip, "a sequence of pip requirement strings")
     if pip:
         env["pip"] = list(pip)
     if env_vars:
@@ -465,10 +448,10 @@ class RayJobSpec:
         env_vars: environment variables of the job.
         runtime_env: further runtime environment fields.
         shutdown_after_finish: delete the new cluster when the job finishes.
-        ttl_seconds_after_finished: seconds to keep the cluster after the job (needs
+        ttl_after_finished_s: seconds to keep the cluster after the job (needs
             ``shutdown_after_finish``).
         backoff_limit: retries of a failed job (each on a fresh cluster).
-        active_deadline_seconds: the job fails when it runs longer than this (None: no limit).
+        active_deadline_s: seconds after which the job fails when still running (None: no limit).
         submission_mode: ``K8sJobMode`` (default), ``HTTPMode``, ``InteractiveMode`` or ``SidecarMode``.
         labels: metadata labels.
         annotations: metadata annotations.
@@ -492,24 +475,23 @@ class RayJobSpec:
     env_vars: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     runtime_env: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     shutdown_after_finish: bool = True
-    ttl_seconds_after_finished: int = 0
+    ttl_after_finished_s: int = 0
     backoff_limit: int = 0
-    active_deadline_seconds: int | None = None
+    active_deadline_s: int | None = None
     submission_mode: str = "K8sJobMode"
     labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_name("RayJobSpec.name", self.name, MAX_NAME_LENGTH["RayJob"])
-        if self.namespace is not None:
-            _check_name("RayJobSpec.namespace", self.namespace, 63)
+        _k8s_name("RayJobSpec.name", self.name, MAX_NAME_LENGTH["RayJob"])
+        _k8s_name("RayJobSpec.namespace", self.namespace, 63, optional=True)
         entry = self.entrypoint
         if not isinstance(entry, str):
             if not isinstance(entry, Sequence) or not all(isinstance(a, str) for a in entry):
-                raise _fail("RayJobSpec.entrypoint", entry, "a command string or a list of strings")
+                raise fail("RayJobSpec.entrypoint", entry, "a command string or a list of strings")
             entry = shlex.join(entry)
         if not entry.strip():
-            raise _fail("RayJobSpec.entrypoint", self.entrypoint, "a non-empty command")
+            raise fail("RayJobSpec.entrypoint", self.entrypoint, "a non-empty command")
         object.__setattr__(self, "entrypoint", entry)
         if (self.cluster is None) == (self.existing_cluster is None):
             given = "neither" if self.cluster is None else "both"
@@ -519,29 +501,26 @@ class RayJobSpec:
                 field="RayJobSpec.cluster",
                 value=self.cluster,
             )
-        if self.cluster is not None and not isinstance(self.cluster, RayClusterSpec):
-            raise _fail("RayJobSpec.cluster", self.cluster, "a RayClusterSpec")
-        if self.existing_cluster is not None:
-            _check_name("RayJobSpec.existing_cluster", self.existing_cluster, MAX_NAME_LENGTH["RayCluster"])
+        instance("RayJobSpec.cluster", self.cluster, RayClusterSpec, what="a RayClusterSpec", optional=True)
+        _k8s_name("RayJobSpec.existing_cluster", self.existing_cluster, MAX_NAME_LENGTH["RayCluster"], optional=True)
         object.__setattr__(self, "pip", tuple(self.pip) if not isinstance(self.pip, str) else self.pip)
         _runtime_env("RayJobSpec", self.working_dir, self.pip, self.env_vars, self.runtime_env)
-        _nonneg_int("RayJobSpec.ttl_seconds_after_finished", self.ttl_seconds_after_finished)
-        if self.ttl_seconds_after_finished and not self.shutdown_after_finish:
-            raise _fail(
-                "RayJobSpec.ttl_seconds_after_finished",
-                self.ttl_seconds_after_finished,
-                "0 unless shutdown_after_finish=True (there is no cluster to delete otherwise)",
-            )
+        boolean("RayJobSpec.shutdown_after_finish", self.shutdown_after_finish)
+        # The operator's TTL and deadline are integers of seconds.
+        integer("RayJobSpec.ttl_after_finished_s", self.ttl_after_finished_s, minimum=0)
+        if self.ttl_after_finished_s and not self.shutdown_after_finish:
+            raise fail("RayJobSpec.ttl_after_finished_s", self.ttl_after_finished_s,
+                       "0 unless shutdown_after_finish=True (there is no cluster to delete otherwise)")
         if self.existing_cluster is not None and self.shutdown_after_finish:
             # An existing cluster is not the job's to delete; the operator ignores the flag.
             object.__setattr__(self, "shutdown_after_finish", False)
-        _nonneg_int("RayJobSpec.backoff_limit", self.backoff_limit)
-        if self.active_deadline_seconds is not None:
-            _nonneg_int("RayJobSpec.active_deadline_seconds", self.active_deadline_seconds, positive=True)
-        if self.submission_mode not in SUBMISSION_MODES:
-            raise _fail("RayJobSpec.submission_mode", self.submission_mode, f"one of {list(SUBMISSION_MODES)}")
+        integer("RayJobSpec.backoff_limit", self.backoff_limit, minimum=0)
+        integer("RayJobSpec.active_deadline_s", self.active_deadline_s, minimum=1, optional=True)
+        choice("RayJobSpec.submission_mode", self.submission_mode, SUBMISSION_MODES)
         if self.submission_mode == "InteractiveMode" and self.backoff_limit:
-            raise _fail("RayJobSpec.backoff_limit", self.backoff_limit, "0 in InteractiveMode")
+            raise fail("RayJobSpec.backoff_limit", self.backoff_limit, "0 in InteractiveMode")
+        if self.existing_cluster is not None and self.backoff_limit:
+            raise fail("RayJobSpec.backoff_limit", self.backoff_limit, "0 on an existing cluster")
         object.__setattr__(self, "labels", _str_map("RayJobSpec.labels", self.labels))
         object.__setattr__(self, "annotations", _str_map("RayJobSpec.annotations", self.annotations))
 
@@ -552,11 +531,11 @@ class RayJobSpec:
         if env:
             spec["runtimeEnvYAML"] = yaml.safe_dump(env, sort_keys=False)
         spec["shutdownAfterJobFinishes"] = self.shutdown_after_finish
-        if self.ttl_seconds_after_finished:
-            spec["ttlSecondsAfterFinished"] = self.ttl_seconds_after_finished
+        if self.ttl_after_finished_s:
+            spec["ttlSecondsAfterFinished"] = self.ttl_after_finished_s
         spec["backoffLimit"] = self.backoff_limit
-        if self.active_deadline_seconds is not None:
-            spec["activeDeadlineSeconds"] = self.active_deadline_seconds
+        if self.active_deadline_s is not None:
+            spec["activeDeadlineSeconds"] = self.active_deadline_s
         if self.submission_mode != "K8sJobMode":
             spec["submissionMode"] = self.submission_mode
         if self.cluster is not None:
@@ -588,19 +567,15 @@ class ServeApplication:
     deployments: Sequence[Mapping[str, Any]] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise _fail("ServeApplication.name", self.name, "a non-empty string")
-        if not isinstance(self.import_path, str) or not _IMPORT_PATH.match(self.import_path):
-            raise _fail("ServeApplication.import_path", self.import_path, "'module:attribute'")
-        if not isinstance(self.route_prefix, str) or not self.route_prefix.startswith("/"):
-            raise _fail("ServeApplication.route_prefix", self.route_prefix, "a path starting with '/'")
+        string("ServeApplication.name", self.name)
+        string("ServeApplication.import_path", self.import_path, pattern=_IMPORT_PATH, allowed="'module:attribute'")
+        string("ServeApplication.route_prefix", self.route_prefix, pattern=r"/.*", allowed="a path starting with '/'")
         for field in ("args", "runtime_env"):
-            if not isinstance(getattr(self, field), Mapping):
-                raise _fail(f"ServeApplication.{field}", getattr(self, field), "a mapping")
+            mapping(f"ServeApplication.{field}", getattr(self, field))
         deployments = tuple(self.deployments)
         for i, dep in enumerate(deployments):
             if not isinstance(dep, Mapping) or not isinstance(dep.get("name"), str):
-                raise _fail(f"ServeApplication.deployments[{i}]", dep, "a mapping with a 'name'")
+                raise fail(f"ServeApplication.deployments[{i}]", dep, "a mapping with a 'name'")
         object.__setattr__(self, "deployments", deployments)
 
     def config(self) -> dict[str, Any]:
@@ -645,22 +620,17 @@ class RayServiceSpec:
     annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_name("RayServiceSpec.name", self.name, MAX_NAME_LENGTH["RayService"])
-        if self.namespace is not None:
-            _check_name("RayServiceSpec.namespace", self.namespace, 63)
-        if not isinstance(self.cluster, RayClusterSpec):
-            raise _fail("RayServiceSpec.cluster", self.cluster, "a RayClusterSpec")
-        apps = tuple(self.applications)
-        if not apps or not all(isinstance(a, ServeApplication) for a in apps):
-            raise _fail("RayServiceSpec.applications", self.applications, "a non-empty sequence of ServeApplication")
+        _k8s_name("RayServiceSpec.name", self.name, MAX_NAME_LENGTH["RayService"])
+        _k8s_name("RayServiceSpec.namespace", self.namespace, 63, optional=True)
+        instance("RayServiceSpec.cluster", self.cluster, RayClusterSpec, what="a RayClusterSpec")
+        apps = _sequence_of("RayServiceSpec.applications", self.applications, ServeApplication, non_empty=True)
         for attr in ("name", "route_prefix"):
             values = [getattr(a, attr) for a in apps]
             dupes = sorted({v for v in values if values.count(v) > 1})
             if dupes:
-                raise _fail(f"RayServiceSpec.applications[].{attr}", dupes, f"unique {attr}s")
+                raise fail(f"RayServiceSpec.applications[].{attr}", dupes, f"unique {attr}s")
         object.__setattr__(self, "applications", apps)
-        if self.upgrade_strategy not in UPGRADE_STRATEGIES:
-            raise _fail("RayServiceSpec.upgrade_strategy", self.upgrade_strategy, f"one of {list(UPGRADE_STRATEGIES)}")
+        choice("RayServiceSpec.upgrade_strategy", self.upgrade_strategy, UPGRADE_STRATEGIES)
         object.__setattr__(self, "labels", _str_map("RayServiceSpec.labels", self.labels))
         object.__setattr__(self, "annotations", _str_map("RayServiceSpec.annotations", self.annotations))
 

@@ -1,8 +1,10 @@
-"""Ray job submission to any Ray head, through Ray's Job Submission SDK.
+"""Ray job submission to any Ray cluster, through Ray's Job Submission SDK.
 
 The SDK talks to the head's dashboard (``http://HEAD:8265``). These helpers add what the
-command line needs on top: a reachability check that fails within seconds instead of hanging
-on an unroutable address, log streaming until the job ends, and the job's terminal status.
+command line needs on top: the dashboard URL from the cluster's address (``--address`` means
+the Ray cluster everywhere in raymlp), a reachability check that fails within seconds instead of
+hanging on an unroutable address, log streaming until the job ends, and the job's terminal
+status.
 """
 
 from __future__ import annotations
@@ -14,16 +16,59 @@ import time
 from typing import Any, Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
-from raymlp.errors import ConfigError, JobError
+from raymlp.errors import ConfigError, JobConnectionError
 
-__all__ = ["JobConnectionError", "connect", "submit_job", "follow_job", "TERMINAL_STATES"]
+__all__ = ["dashboard_url", "connect", "submit_job", "follow_job", "TERMINAL_STATES", "DASHBOARD_PORT"]
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+#: The port of a Ray head's dashboard and job API unless ``ray start --dashboard-port`` says otherwise.
+DASHBOARD_PORT = 8265
 _CONNECT_TIMEOUT_S = 5.0
 
 
-class JobConnectionError(ConfigError, ConnectionError):
-    """The Ray head's job API cannot be reached at the given address."""
+def dashboard_url(address: str | None = None, *, dashboard: str | None = None) -> str:
+    """The job-submission (dashboard) URL of a Ray cluster.
+
+    Args:
+        address: the Ray cluster: a GCS address ``HOST:PORT``, ``ray://HOST:PORT``, or ``auto``;
+            None: ``RAYMLP_RAY_ADDRESS`` / ``RAY_ADDRESS``, else the managed local head
+            (``raymlp up``). An ``http(s)://`` value is taken as the dashboard URL itself.
+        dashboard: the dashboard URL, given explicitly; it wins over ``address``.
+
+    Returns:
+        ``dashboard`` when given; the managed local head's dashboard when ``address`` is it (or
+        is not given, or is ``auto``); else ``http://HOST:8265`` on the address's host.
+
+    Raises:
+        ConfigError: no cluster is given or configured and no local head is running.
+
+    Example:
+        >>> dashboard_url("10.0.0.5:6379")
+        'http://10.0.0.5:8265'
+    """
+    from raymlp import _config, _local
+
+    if dashboard:
+        return _normalize(dashboard)
+    address = address or _config.get().ray_address
+    if address and "://" in address and urlsplit(address).scheme in ("http", "https"):
+        return _normalize(address)
+    head = _local.current()
+    if not address or address == "auto" or (head is not None and _host_port(address) == head.address):
+        if head is not None:
+            return head.dashboard_url
+        raise ConfigError(
+            "no Ray cluster: pass --address HOST:PORT (the cluster's GCS address) or --dashboard "
+            "http://HOST:8265, set RAYMLP_RAY_ADDRESS, or start a local cluster with `raymlp up`"
+        )
+    host = urlsplit(f"//{_host_port(address)}").hostname
+    if not host:
+        raise ConfigError(f"--address must be the Ray cluster's HOST:PORT or ray://HOST:PORT, got {address!r}")
+    return f"http://{host}:{DASHBOARD_PORT}" if ":" not in host else f"http://[{host}]:{DASHBOARD_PORT}"
+
+
+def _host_port(address: str) -> str:
+    return address.split("://", 1)[-1].rstrip("/")
 
 
 def _normalize(address: str) -> str:
@@ -40,12 +85,13 @@ def _normalize(address: str) -> str:
     return address
 
 
-def connect(address: str, *, timeout: float = _CONNECT_TIMEOUT_S):
-    """A ``JobSubmissionClient`` for the head at ``address``, or a clear error within ``timeout``.
+def connect(address: str, *, timeout_s: float = _CONNECT_TIMEOUT_S):
+    """A ``JobSubmissionClient`` for the job API at ``address``, or a clear error within ``timeout_s``.
 
     Args:
-        address: the dashboard URL, ``http://HOST:8265`` (the scheme may be left out).
-        timeout: seconds to wait for the TCP connection.
+        address: the dashboard URL, ``http://HOST:8265`` (the scheme may be left out); see
+            :func:`dashboard_url` for finding it from the cluster's address.
+        timeout_s: seconds to wait for the TCP connection.
 
     Raises:
         JobConnectionError: nothing answers there, or it is not a Ray job API.
@@ -55,7 +101,7 @@ def connect(address: str, *, timeout: float = _CONNECT_TIMEOUT_S):
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         # The SDK's first request has no timeout; probe first so a black-holed address fails fast.
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
             pass
     except OSError as exc:
         raise JobConnectionError(
@@ -106,15 +152,18 @@ def submit_job(client: Any, entrypoint: str | Sequence[str], *, working_dir: str
     return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None, submission_id=submission_id)
 
 
-def follow_job(client: Any, job_id: str, *, out: TextIO | None = None, timeout: float | None = None,
+def follow_job(client: Any, job_id: str, *, out: TextIO | None = None, timeout_s: float | None = None,
                poll_s: float = 0.5, on_line: Callable[[str], None] | None = None) -> str:
     """Stream a job's logs to ``out`` until it ends; returns its terminal status name.
 
     Raises:
-        JobError: the job did not end within ``timeout`` seconds (it is left running).
+        raymlp.errors.TimeoutError: the job did not end within ``timeout_s`` seconds (it is left
+            running; ``last_status`` is its status then).
     """
+    from raymlp._util import poll
+
     out = out or sys.stdout
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
     async def stream() -> None:
         async for chunk in client.tail_job_logs(job_id):
@@ -131,14 +180,18 @@ def follow_job(client: Any, job_id: str, *, out: TextIO | None = None, timeout: 
             pass
 
     asyncio.run(run())
+
     # The log stream closes when the job ends; the status may lag it by a moment.
-    while True:
-        status = str(client.get_job_status(job_id).value)
-        if status in TERMINAL_STATES:
-            return status
-        if deadline is not None and time.monotonic() > deadline:
-            raise JobError(f"job {job_id} did not finish within {timeout} s (status {status}); it is still running")
-        time.sleep(poll_s)
+    def status() -> str:
+        return str(client.get_job_status(job_id).value)
+
+    def ended() -> str | None:
+        now = status()
+        return now if now in TERMINAL_STATES else None
+
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return poll(ended, timeout_s=remaining, what=f"job {job_id} to finish (it is still running)",
+                interval_s=poll_s, max_interval_s=poll_s, status=status)
 
 
 def log_tail(client: Any, job_id: str, lines: int = 20) -> str:

@@ -1,34 +1,33 @@
 """raymlp.serve: models from the MLflow registry behind the Open Inference Protocol on Ray Serve.
 
-A service is one call: the stable model (``models:/name@alias``, ``models:/name/3``, a run's
-model or a path), optional canary with a traffic percent, autoscaling, batching::
+Spec, action, handle: an :class:`InferenceService` says what to serve (the stable model,
+``models:/name@alias``, ``models:/name/3``, a run's model or a path; an optional canary with a
+traffic percent; autoscaling; batching); ``deploy()`` puts it on Ray Serve and returns a
+:class:`Service` handle that drives the rollout::
 
     from raymlp import serve
-    svc = serve.InferenceService(name="digits", model="models:/digits@champion",
-                                 autoscaling=serve.Autoscaling(min_replicas=1, max_replicas=4))
-    print(svc.deploy().url)          # http://127.0.0.1:8000/digits
-    svc.canary("models:/digits/7", percent=10)
-    svc.promote()                    # or svc.rollback()
+    service = serve.InferenceService(
+        name="digits", model="models:/digits@champion",
+        autoscaling=serve.Autoscaling(min_replicas=1, max_replicas=4)).deploy()
+    print(service.url)               # http://127.0.0.1:8000/digits
+    service.canary("models:/digits/7", percent=10)
+    service.promote()                # or service.rollback()
+    serve.get("digits").status()     # the same service, from any process on the cluster
 
 Endpoints under the service URL: ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/NAME``,
 ``/v2/models/NAME/ready``, ``/v2/models/NAME/infer`` (and ``/versions/V/...``), KServe v1
 ``/v1/models/NAME:predict`` and ``:explain``. A :class:`Transformer` adds user pre- and
-post-processing around the model inside each replica.
+post-processing around the model inside each replica. Errors: ``raymlp.errors.ServiceError``
+(unknown service, no canary, a failed deploy), ``raymlp.errors.TimeoutError`` (a wait ran out).
 """
 
 from raymlp.serve._service import (
-    ServiceError,
+    Service,
     ServiceStatus,
     VariantStatus,
-    canary,
-    delete,
-    deploy,
+    get,
     list_services,
-    promote,
-    rollback,
-    set_canary_percent,
     start,
-    status,
 )
 from raymlp.serve._spec import Autoscaling, Batching, InferenceService, Resources
 from raymlp.serve._transformer import Transformer
@@ -38,17 +37,11 @@ __all__ = [
     "Batching",
     "InferenceService",
     "Resources",
-    "ServiceError",
+    "Service",
     "ServiceStatus",
     "Transformer",
     "VariantStatus",
-    "canary",
-    "delete",
-    "deploy",
+    "get",
     "list_services",
-    "promote",
-    "rollback",
-    "set_canary_percent",
     "start",
-    "status",
 ]

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from raymlp.errors import SpecError, TrackingError
+from raymlp._spec import fail, string
+from raymlp.errors import TrackingError
 from raymlp.serve._protocol import RequestError, TensorMetadata, datatype_of
 
-_NATIVE = ("sklearn", "pytorch", "xgboost")  # MLflow flavor names loaded natively under "auto"
-_FLAVOR_MODULE = {"sklearn": "sklearn", "torch": "pytorch", "pytorch": "pytorch",
-                  "xgboost": "xgboost", "pyfunc": "pyfunc"}
+logger = logging.getLogger("raymlp.serve")
+
+
+_MODEL_URI = ("'models:/NAME@ALIAS', 'models:/NAME/VERSION', 'models:/LOGGED_MODEL_ID', "
+              "'runs:/RUN_ID/PATH', an artifact URL or a local model directory")
+
+
+def check_model_uri(field: str, uri: Any) -> str:
+    """Check the syntax of a model URI (whether a local directory exists is checked at deploy)."""
+    string(field, uri, allowed=_MODEL_URI)
+    if uri.startswith("models:/") and not re.fullmatch(r"[^/@]+(@[^/@]+|/[0-9]+)?",
+                                                       uri[len("models:/"):]):
+        raise fail(field, uri, _MODEL_URI)
+    return uri
 
 
 def resolve_uri(uri: str) -> tuple[str, str | None]:
@@ -35,7 +50,15 @@ def resolve_uri(uri: str) -> tuple[str, str | None]:
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A loaded model and how to call it."""
+    """A loaded model and how to call it.
+
+    Attributes:
+        flavor: raymlp's flavor name it was loaded with (``"torch"``, ``"sklearn"``, ...).
+        platform: the v2 metadata's platform (``"mlflow-pytorch"``: MLflow's flavor name).
+        device: where the model computes (``"cpu"``, ``"cuda"``).
+        format: how it was saved, for torch models: ``"pickle"`` or ``"pt2"`` (torch.export).
+        fallback: why it computes on the CPU although the replica holds a GPU, when it does.
+    """
 
     uri: str
     flavor: str
@@ -43,8 +66,11 @@ class LoadedModel:
     outputs: list[TensorMetadata]
     columnar: bool
     _predict: Callable[[Any], Any]
+    platform: str = "mlflow-pyfunc"
     example: Any = None  # the input example logged with the model (explainers' background)
-    device: str = "cpu"  # where the model computes
+    device: str = "cpu"
+    format: str | None = None
+    fallback: str | None = None
 
     @property
     def single_input(self) -> bool:
@@ -85,70 +111,113 @@ def _array(value: Any) -> np.ndarray:
 
 def load(uri: str, flavor: str = "auto", *, threads: int | None = None,
          gpu: bool = False) -> LoadedModel:
-    """Download and load the model at ``uri`` (a resolved URI or local directory); with
-    ``gpu`` (the replica was given one) torch and xgboost models compute on it."""
-    import importlib
+    """Fetch and load the model at ``uri`` (a resolved URI or local directory); with ``gpu``
+    (the replica was given one) torch and xgboost models compute on it.
 
-    from mlflow.artifacts import download_artifacts
+    Raises:
+        TrackingError: the model cannot be fetched or loaded.
+        SpecError: ``flavor`` names a flavor the model was not saved with.
+    """
     from mlflow.models import Model
 
-    from raymlp.tracking import _store
+    from raymlp import tracking
 
-    _store.client()  # point the fluent API at the configured store
+    local = tracking.download_model(uri)
     try:
-        local = download_artifacts(artifact_uri=uri) if "://" in uri or ":/" in uri else uri
-        meta = Model.load(local)
+        meta = Model.load(str(local))
     except Exception as exc:
-        raise TrackingError(f"cannot fetch model {uri!r}: {exc}") from exc
-    flavors = meta.flavors
+        raise TrackingError(f"no MLflow model at {uri!r}: {exc}") from exc
     if flavor == "auto":
-        native = [f for f in _NATIVE if f in flavors]
-        mlflow_flavor = native[0] if native else "pyfunc"
+        fl = tracking.flavor(tracking.native_flavor(meta.flavors))
     else:
-        mlflow_flavor = _FLAVOR_MODULE[flavor]
-        if mlflow_flavor != "pyfunc" and mlflow_flavor not in flavors:
-            raise SpecError(f"flavor={flavor!r}: model {uri!r} has no such flavor; it has "
-                            f"{sorted(flavors)}", field="InferenceService.flavor", value=flavor)
-    module = importlib.import_module(f"mlflow.{mlflow_flavor}")
+        fl = tracking.flavor(flavor, field="InferenceService.flavor")
+        if fl.name != "pyfunc" and fl.mlflow_name not in meta.flavors:
+            raise fail("InferenceService.flavor", flavor,
+                       f"a flavor model {uri!r} was saved with: it has {sorted(meta.flavors)}")
+    loaded = LoadedModel(uri=uri, flavor=fl.name, inputs=[], outputs=[], columnar=False,
+                         _predict=lambda x: x, platform="mlflow-pyfunc" if fl.name == "pyfunc"
+                         else f"mlflow-{fl.mlflow_name}")
     try:
-        model = module.load_model(local)
+        if fl.name == "torch":
+            loaded._predict = _torch(loaded, local, meta.flavors[fl.mlflow_name], threads, gpu)
+        else:
+            model = fl.module().load_model(str(local))
+            loaded._predict = _predictor(loaded, model, fl.name, gpu)
     except Exception as exc:
-        raise TrackingError(f"cannot load {uri!r} with mlflow.{mlflow_flavor}: {exc}") from exc
+        raise TrackingError(f"cannot load {uri!r} with {fl.module_name}: {exc}") from exc
+    loaded.inputs, loaded.outputs, loaded.columnar = _metadata(meta.signature)
+    try:
+        loaded.example = meta.load_input_example(str(local))
+    except Exception:  # an unreadable example only costs the explainer its background
+        loaded.example = None
+    return loaded
 
-    predict: Callable[[Any], Any]
-    where = "cpu"
-    if mlflow_flavor == "pytorch":
-        import torch
 
-        if threads:
-            torch.set_num_threads(threads)
-        device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
-        try:
-            model.eval()
-            model.to(device)
-        except (NotImplementedError, AttributeError):  # an exported (pt2) program
-            device = torch.device("cpu")
-        where = str(device)
+def _fall_back(loaded: LoadedModel, reason: str) -> None:
+    """Compute on the CPU although the replica holds a GPU: said in the log and in stats."""
+    loaded.device, loaded.fallback = "cpu", reason
+    logger.warning("model %s is served on the CPU although the replica holds a GPU: %s",
+                   loaded.uri, reason)
 
-        def predict(x):
-            with torch.inference_mode():
-                return model(torch.as_tensor(x, device=device))
-    elif mlflow_flavor == "xgboost":
+
+def _torch(loaded: LoadedModel, local: Path, conf: dict, threads: int | None,
+           gpu: bool) -> Callable[[Any], Any]:
+    """A torch model on the replica's device, from either format MLflow saves.
+
+    ``pt2`` (MLflow 3's default with an input example) is a torch.export program: its module
+    refuses ``eval()`` (the mode was fixed when it was exported) and its graph may hold
+    device constants that ``.to()`` would not move, so the program itself is moved with
+    ``torch.export.passes.move_to_device_pass`` before its module is built. A pickled module is
+    put in eval mode and moved with ``.to()``.
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    if gpu:
+        if torch.cuda.is_available():
+            device = torch.device("cuda")
+        else:
+            _fall_back(loaded, "torch.cuda.is_available() is False in the replica "
+                               f"(torch {torch.__version__})")
+    program = local / conf.get("model_data", "data") / "model.pt2"
+    if program.is_file():
+        loaded.format = "pt2"
+        # The registry the replica serves from is trusted: MLflow's own loader makes this call.
+        exported = torch.export.load(str(program))
+        if device.type != "cpu":
+            try:
+                exported = torch.export.passes.move_to_device_pass(exported, device)
+            except Exception as exc:  # an op torch cannot move: serve, but say so
+                _fall_back(loaded, f"moving the torch.export program to {device} failed: "
+                                   f"{type(exc).__name__}: {exc}")
+                device = torch.device("cpu")
+        model = exported.module()
+    else:
+        import mlflow.pytorch
+
+        loaded.format = "pickle"
+        model = mlflow.pytorch.load_model(str(local), map_location="cpu")
+        model.eval()
+        model.to(device)
+    loaded.device = str(device)
+
+    def predict(x):
+        with torch.inference_mode():
+            return model(torch.as_tensor(x, device=device))
+
+    return predict
+
+
+def _predictor(loaded: LoadedModel, model: Any, flavor: str, gpu: bool) -> Callable[[Any], Any]:
+    if flavor == "xgboost":
         booster = model.get_booster() if hasattr(model, "get_booster") else model
         if gpu:
             booster.set_param({"device": "cuda"})
-            where = "cuda"
-        predict = model.predict if hasattr(model, "get_params") else model.inplace_predict
-    else:
-        predict = model.predict
-    inputs, outputs, columnar = _metadata(meta.signature)
-    try:
-        example = meta.load_input_example(local)
-    except Exception:  # an unreadable example only costs the explainer its background
-        example = None
-    return LoadedModel(uri=uri, flavor="pyfunc" if mlflow_flavor == "pyfunc" else mlflow_flavor,
-                       inputs=inputs, outputs=outputs, columnar=columnar, _predict=predict,
-                       example=example, device=where)
+            loaded.device = "cuda"
+        return model.predict if hasattr(model, "get_params") else model.inplace_predict
+    return model.predict
 
 
 def _metadata(signature) -> tuple[list[TensorMetadata], list[TensorMetadata], bool]:

@@ -1,54 +1,35 @@
-"""The inference service spec: frozen, keyword-only dataclasses validated on construction."""
+"""The inference service spec: frozen, keyword-only dataclasses that validate values only.
+
+Building a spec imports no user code and touches no filesystem or cluster: a transformer given
+as ``"module:Class"`` stays that string, a local model directory is not looked for. Those checks
+run in :meth:`InferenceService.deploy`, still before any Ray work.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from pathlib import Path
+from typing import Any
 
-from raymlp.errors import SpecError
+from raymlp import _spec as check
+from raymlp.serve import _service
+from raymlp.serve._model import check_model_uri
+from raymlp.serve._transformer import check_value as check_transformer
 
-FLAVORS = ("auto", "pyfunc", "sklearn", "torch", "xgboost")
 EXPLAINERS = ("shap",)
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_URI_SCHEMES = ("models:/", "runs:/", "file:", "s3://", "gs://", "abfss://", "hdfs://", "http://",
-                "https://", "dbfs:/", "mlflow-artifacts:/")
+# Besides the flavors raymlp.tracking logs and loads, "auto": the model's native flavor when a
+# replica can call it directly, else pyfunc.
+AUTO = "auto"
+
+def check_percent(field: str, value: Any) -> float:
+    """A traffic share: a number from 0 to 100."""
+    return float(check.number(field, value, minimum=0, maximum=100))
 
 
-def _fail(field: str, value: object, allowed: str) -> SpecError:
-    return SpecError(f"{field} must be {allowed}, got {value!r}", field=field, value=value)
+def flavors() -> tuple[str, ...]:
+    """The flavors a service loads its model with: ``auto`` and raymlp.tracking's flavors."""
+    from raymlp import tracking
 
-
-def _number(field: str, value: object, *, minimum: float, integer: bool = False,
-            strict: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
-    if ok:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        what = "an integer" if integer else "a number"
-        raise _fail(field, value, f"{what} {'>' if strict else '>='} {minimum:g}")
-
-
-def check_model_uri(field: str, uri: object) -> str:
-    """Validate a model URI: ``models:/name@alias``, ``models:/name/version``, ``runs:/...``,
-    a remote artifact URL, or an existing local directory."""
-    allowed = ("'models:/NAME@ALIAS', 'models:/NAME/VERSION', 'models:/LOGGED_MODEL_ID', "
-               "'runs:/RUN_ID/PATH', "
-               "an artifact URL or an existing local model directory")
-    if not isinstance(uri, str) or not uri.strip():
-        raise _fail(field, uri, allowed)
-    if uri.startswith("models:/"):
-        rest = uri[len("models:/"):]
-        if not re.fullmatch(r"[^/@]+(@[^/@]+|/[0-9]+)?", rest):
-            raise _fail(field, uri, allowed)
-        return uri
-    if uri.startswith(_URI_SCHEMES):
-        return uri
-    if not Path(uri).expanduser().is_dir():
-        raise SpecError(f"{field}: no model directory at {uri!r}; allowed: {allowed}",
-                        field=field, value=uri)
-    return str(Path(uri).expanduser().resolve())
+    return (AUTO, *tracking.FLAVORS)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,15 +54,15 @@ class Autoscaling:
     downscale_delay_s: float = 30.0
 
     def __post_init__(self) -> None:
-        _number("Autoscaling.min_replicas", self.min_replicas, minimum=0, integer=True)
-        _number("Autoscaling.max_replicas", self.max_replicas, minimum=1, integer=True)
+        check.integer("Autoscaling.min_replicas", self.min_replicas, minimum=0)
+        check.integer("Autoscaling.max_replicas", self.max_replicas, minimum=1)
         if self.max_replicas < self.min_replicas:
-            raise _fail("Autoscaling.max_replicas", self.max_replicas,
-                        f">= Autoscaling.min_replicas ({self.min_replicas})")
-        _number("Autoscaling.target_ongoing_requests", self.target_ongoing_requests,
-                minimum=0, strict=True)
-        _number("Autoscaling.upscale_delay_s", self.upscale_delay_s, minimum=0)
-        _number("Autoscaling.downscale_delay_s", self.downscale_delay_s, minimum=0)
+            raise check.fail("Autoscaling.max_replicas", self.max_replicas,
+                             f">= Autoscaling.min_replicas ({self.min_replicas})")
+        check.number("Autoscaling.target_ongoing_requests", self.target_ongoing_requests,
+                     minimum=0, strict=True)
+        check.number("Autoscaling.upscale_delay_s", self.upscale_delay_s, minimum=0)
+        check.number("Autoscaling.downscale_delay_s", self.downscale_delay_s, minimum=0)
 
     def serve_config(self) -> dict:
         """The ``autoscaling_config`` Ray Serve takes."""
@@ -104,15 +85,18 @@ class Batching:
 
     Attributes:
         max_batch_size: most requests predicted in one model call (>= 1).
-        max_wait_ms: longest a request waits for a batch to fill (>= 0).
+        max_wait_s: longest a request waits for a batch to fill, in seconds (>= 0).
+
+    Example:
+        >>> Batching(max_batch_size=16, max_wait_s=0.002)
     """
 
     max_batch_size: int = 16
-    max_wait_ms: float = 2.0
+    max_wait_s: float = 0.002
 
     def __post_init__(self) -> None:
-        _number("Batching.max_batch_size", self.max_batch_size, minimum=1, integer=True)
-        _number("Batching.max_wait_ms", self.max_wait_ms, minimum=0)
+        check.integer("Batching.max_batch_size", self.max_batch_size, minimum=1)
+        check.number("Batching.max_wait_s", self.max_wait_s, minimum=0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -120,16 +104,29 @@ class Resources:
     """Resources of one replica (fractional CPUs and GPUs allowed).
 
     Attributes:
-        num_cpus: CPUs reserved per replica (> 0).
-        num_gpus: GPUs per replica, e.g. 0.5 to pack two replicas on a GPU (>= 0).
+        cpus: CPUs reserved per replica (> 0).
+        gpus: GPUs per replica, e.g. 0.5 to pack two replicas on a GPU (>= 0).
+        memory: memory reserved per replica in bytes, or None for no reservation.
+
+    Example:
+        >>> Resources(cpus=1.0, gpus=0.5, memory=2 * 1024**3)
     """
 
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory: int | None = None
 
     def __post_init__(self) -> None:
-        _number("Resources.num_cpus", self.num_cpus, minimum=0, strict=True)
-        _number("Resources.num_gpus", self.num_gpus, minimum=0)
+        check.number("Resources.cpus", self.cpus, minimum=0, strict=True)
+        check.number("Resources.gpus", self.gpus, minimum=0)
+        check.integer("Resources.memory", self.memory, minimum=1, optional=True)
+
+    def actor_options(self) -> dict:
+        """The ``ray_actor_options`` of a replica."""
+        options: dict[str, Any] = {"num_cpus": self.cpus, "num_gpus": self.gpus}
+        if self.memory is not None:
+            options["memory"] = self.memory
+        return options
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -144,25 +141,25 @@ class InferenceService:
             ``runs:/ID/model`` or a local MLflow model directory).
         canary_model: an optional second model URI that takes ``canary_percent`` of traffic.
         canary_percent: the canary's share of requests, 0-100.
-        flavor: how replicas load the model: ``auto`` (the native flavor when it is sklearn,
-            torch or xgboost, else pyfunc) or one of ``pyfunc``, ``sklearn``, ``torch``,
-            ``xgboost``.
+        flavor: how replicas load the model: ``auto`` (the native flavor when a replica can
+            call it directly, else pyfunc) or one of raymlp.tracking's flavors.
         replicas: the fixed replica count when ``autoscaling`` is None.
         autoscaling: autoscaling bounds and target, or None for a fixed count.
         batching: server-side batching, or None to predict each request alone.
-        resources: CPUs and GPUs per replica.
+        resources: CPUs, GPUs and memory per replica.
         max_ongoing_requests: requests one replica works on at once.
         max_request_bytes: larger request bodies get 413.
         auth_token: when set, requests must carry ``Authorization: Bearer <token>``.
-        explainer: ``"shap"`` adds ``POST /v1/models/NAME:explain``: per-feature SHAP
-            attributions (``shap.Explainer`` over the model, with the input example logged
-            with the model as background data). Needs ``pip install 'raymlp[explain]'``.
         payload_log: log every inference request and its answer (JSON) to this sink: a file
             path (JSON lines, appended by every replica) or an ``http(s)://`` URL (batches
             POSTed as JSON arrays). Logging never delays or fails a request.
+        explainer: ``"shap"`` adds ``POST /v1/models/NAME:explain``: per-feature SHAP
+            attributions (``shap.Explainer`` over the model, with the input example logged
+            with the model as background data). Needs ``pip install 'raymlp[explain]'``.
         transformer: user pre/post-processing run in every replica around the model: a
             :class:`raymlp.serve.Transformer` subclass (or any class or instance with a
-            ``preprocess`` and/or ``postprocess`` method), or ``"module:Class"``. Shipped to the
+            ``preprocess`` and/or ``postprocess`` method), or a reference
+            ``"module:Class"`` / ``"path/file.py:Class"`` imported at deploy. Shipped to the
             replicas by value; see :class:`~raymlp.serve.Transformer`.
         access_log: write Ray Serve's per-request access log line in every replica (off by
             default: it costs ~4 % of a replica's time; the payload log and the Prometheus
@@ -171,14 +168,15 @@ class InferenceService:
     Example:
         >>> svc = InferenceService(name="digits", model="models:/digits@champion",
         ...                        autoscaling=Autoscaling(min_replicas=1, max_replicas=4))
-        >>> svc.deploy(); svc.canary("models:/digits/7", percent=10); svc.promote()
+        >>> service = svc.deploy()
+        >>> service.canary("models:/digits/7", percent=10); service.promote()
     """
 
     name: str
     model: str
     canary_model: str | None = None
     canary_percent: float = 0.0
-    flavor: str = "auto"
+    flavor: str = AUTO
     replicas: int = 1
     autoscaling: Autoscaling | None = None
     batching: Batching | None = None
@@ -188,107 +186,72 @@ class InferenceService:
     auth_token: str | None = None
     payload_log: str | None = None
     explainer: str | None = None
-    transformer: object | None = None
+    transformer: Any = None
     access_log: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            raise _fail("InferenceService.name", self.name,
-                        "a DNS label (lowercase letters, digits and '-', 1-63 characters)")
-        object.__setattr__(self, "model", check_model_uri("InferenceService.model", self.model))
+        check.name("InferenceService.name", self.name)
+        check_model_uri("InferenceService.model", self.model)
         if self.canary_model is not None:
-            object.__setattr__(self, "canary_model",
-                               check_model_uri("InferenceService.canary_model", self.canary_model))
+            check_model_uri("InferenceService.canary_model", self.canary_model)
         check_percent("InferenceService.canary_percent", self.canary_percent)
         if self.canary_model is None and self.canary_percent:
-            raise _fail("InferenceService.canary_percent", self.canary_percent,
-                        "0 when no canary_model is given")
-        if self.flavor not in FLAVORS:
-            raise _fail("InferenceService.flavor", self.flavor, f"one of {list(FLAVORS)}")
-        _number("InferenceService.replicas", self.replicas, minimum=1, integer=True)
-        for field, kind in (("autoscaling", Autoscaling), ("batching", Batching),
-                            ("resources", Resources)):
-            value = getattr(self, field)
-            if value is not None and not isinstance(value, kind):
-                raise _fail(f"InferenceService.{field}", value, f"a serve.{kind.__name__}")
-        if self.resources is None:
-            raise _fail("InferenceService.resources", None, "a serve.Resources")
-        _number("InferenceService.max_ongoing_requests", self.max_ongoing_requests, minimum=1,
-                integer=True)
-        _number("InferenceService.max_request_bytes", self.max_request_bytes, minimum=1024,
-                integer=True)
+            raise check.fail("InferenceService.canary_percent", self.canary_percent,
+                             "0 when no canary_model is given")
+        check.choice("InferenceService.flavor", self.flavor, flavors())
+        check.integer("InferenceService.replicas", self.replicas, minimum=1)
+        check.instance("InferenceService.autoscaling", self.autoscaling, Autoscaling,
+                       what="a serve.Autoscaling", optional=True)
+        check.instance("InferenceService.batching", self.batching, Batching,
+                       what="a serve.Batching", optional=True)
+        check.instance("InferenceService.resources", self.resources, Resources,
+                       what="a serve.Resources")
+        check.integer("InferenceService.max_ongoing_requests", self.max_ongoing_requests,
+                      minimum=1)
+        check.integer("InferenceService.max_request_bytes", self.max_request_bytes, minimum=1024)
         if self.auth_token is not None and (not isinstance(self.auth_token, str)
                                             or len(self.auth_token) < 8):
-            raise _fail("InferenceService.auth_token", "<hidden>",
-                        "None or a string of at least 8 characters")
-
-        if self.payload_log is not None and (
-                not isinstance(self.payload_log, str) or not self.payload_log.strip()
-                or ("://" in self.payload_log
-                    and not self.payload_log.startswith(("http://", "https://")))):
-            raise _fail("InferenceService.payload_log", self.payload_log,
-                        "None, a file path, or an http:// or https:// URL")
-
+            # The token is a secret: the error shows that it was refused, not what it was.
+            raise check.fail("InferenceService.auth_token", "<hidden>",
+                             "None or a string of at least 8 characters")
+        check.string("InferenceService.payload_log", self.payload_log, optional=True,
+                     allowed="a file path, or an http:// or https:// URL")
+        if self.payload_log is not None and "://" in self.payload_log and \
+                not self.payload_log.startswith(("http://", "https://")):
+            raise check.fail("InferenceService.payload_log", self.payload_log,
+                             "None, a file path, or an http:// or https:// URL")
+        check.choice("InferenceService.explainer", self.explainer, EXPLAINERS, optional=True)
         if self.transformer is not None:
-            from raymlp.serve._transformer import pack, resolve
+            check_transformer(self.transformer)
+        check.boolean("InferenceService.access_log", self.access_log)
 
-            object.__setattr__(self, "transformer", resolve(self.transformer))
-            pack(self.transformer)  # fails here, not at deploy, when it cannot be pickled
-        if not isinstance(self.access_log, bool):
-            raise _fail("InferenceService.access_log", self.access_log, "True or False")
-        if self.explainer is not None:
-            if self.explainer not in EXPLAINERS:
-                raise _fail("InferenceService.explainer", self.explainer,
-                            f"None or one of {list(EXPLAINERS)}")
-            from raymlp._imports import require
+    def deploy(self, *, port: int | None = None, timeout_s: float = 300.0) -> _service.Service:
+        """Deploy (or update) this service on Ray Serve and wait until it is ready.
 
-            require("shap", purpose="InferenceService.explainer='shap'", load=False)
-
-    def deploy(self, *, port: int | None = None, wait_s: float = 300.0):
-        """Deploy (or update) this service on Ray Serve; returns its :class:`ServiceStatus`.
+        First the checks that need the runtime (the transformer imported and pickled, shap
+        installed, a local model directory present), then Ray work.
 
         Args:
             port: the HTTP port when this call starts Ray Serve (default 8000).
-            wait_s: how long to wait for the service to become ready.
+            timeout_s: how long to wait for the service to become ready.
+
+        Returns:
+            Service: the handle of the running service (``url``, ``status()``, ``canary()``...).
+
+        Raises:
+            SpecError: a check that needs the runtime failed.
+            ServiceError: the deployment failed or the service is unhealthy.
+            raymlp.errors.TimeoutError: not ready within ``timeout_s``.
         """
-        from raymlp.serve import _service
+        return _service.deploy(self, port=port, timeout_s=timeout_s)
 
-        return _service.deploy(self, port=port, wait_s=wait_s)
+    def _repr_html_(self) -> str:
+        import html
 
-    def canary(self, model: str, *, percent: float):
-        """Add or replace the canary of the deployed service; see :func:`raymlp.serve.canary`."""
-        from raymlp.serve import _service
+        def shown(field: str) -> str:
+            value = getattr(self, field)
+            return "<hidden>" if field == "auth_token" and value is not None else repr(value)
 
-        return _service.canary(self.name, model, percent=percent)
-
-    def set_canary_percent(self, percent: float):
-        from raymlp.serve import _service
-
-        return _service.set_canary_percent(self.name, percent)
-
-    def promote(self):
-        from raymlp.serve import _service
-
-        return _service.promote(self.name)
-
-    def rollback(self):
-        from raymlp.serve import _service
-
-        return _service.rollback(self.name)
-
-    def status(self):
-        from raymlp.serve import _service
-
-        return _service.status(self.name)
-
-    def delete(self) -> None:
-        from raymlp.serve import _service
-
-        _service.delete(self.name)
-
-
-def check_percent(field: str, value: object) -> float:
-    if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or not 0 <= value <= 100):
-        raise _fail(field, value, "a number from 0 to 100")
-    return float(value)
+        rows = "".join(f"<tr><td>{html.escape(f.name)}</td><td><code>{html.escape(shown(f.name))}"
+                       "</code></td></tr>" for f in dataclasses.fields(self))
+        return f"<b>InferenceService</b><table>{rows}</table>"

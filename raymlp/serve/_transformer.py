@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import inspect
 from typing import Any
 
 import numpy as np
 
-from raymlp.errors import SpecError
+from raymlp._spec import fail
+from raymlp._util import load_object
 from raymlp.serve._protocol import DATATYPES, REJECTED, RequestError, TensorMetadata
 
 FIELD = "InferenceService.transformer"
@@ -58,10 +58,6 @@ class Transformer:
         return outputs
 
 
-def _fail(value: object, allowed: str) -> SpecError:
-    return SpecError(f"{FIELD} must be {allowed}, got {value!r}", field=FIELD, value=value)
-
-
 def _tensors(cls: Any, attr: str) -> list[TensorMetadata] | None:
     raw = getattr(cls, attr, None)
     if raw is None:
@@ -73,50 +69,58 @@ def _tensors(cls: Any, attr: str) -> list[TensorMetadata] | None:
             name, datatype, shape = item
             shape = [int(d) for d in shape]
         except (TypeError, ValueError):
-            raise SpecError(f"{field} must be a list of (name, datatype, shape), got {raw!r}",
-                            field=field, value=raw) from None
+            raise fail(field, raw, "a list of (name, datatype, shape)") from None
         if datatype not in DATATYPES:
-            raise SpecError(f"{field}: datatype {datatype!r} of {name!r} must be one of "
-                            f"{sorted(DATATYPES)}", field=field, value=datatype)
+            raise fail(field, datatype, f"a datatype in {sorted(DATATYPES)} (tensor {name!r})")
         out.append(TensorMetadata(name=str(name), datatype=datatype, shape=shape))
     return out
 
 
-def resolve(value: Any) -> Any:
-    """The transformer class or instance ``value`` names (``"module:Class"`` is imported)."""
+def check_value(value: Any) -> Any:
+    """Check a transformer as a spec value, importing nothing: a well-formed reference
+    (``"module:Class"`` / ``"path/file.py:Class"``), or a class or instance with a
+    ``preprocess`` and/or ``postprocess`` method, constructible without arguments when a class,
+    declaring well-formed tensors."""
     if isinstance(value, str):
-        module, _, attr = value.partition(":")
-        if not module or not attr:
-            raise _fail(value, "a class, an instance, or 'module:Class'")
-        try:
-            value = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise SpecError(f"{FIELD}: cannot import {module}:{attr}: {exc}", field=FIELD,
-                            value=value) from None
+        target, sep, attr = value.rpartition(":")
+        if not sep or not target.strip() or not attr.strip():
+            raise fail(FIELD, value, "a class, an instance, or 'module:Class' / "
+                                     "'path/file.py:Class'")
+        return value
     cls = value if inspect.isclass(value) else type(value)
     if not any(callable(getattr(cls, m, None)) for m in ("preprocess", "postprocess")):
-        raise _fail(value, "a class or instance with a preprocess and/or postprocess method")
+        raise fail(FIELD, value, "a class or instance with a preprocess and/or postprocess "
+                                 "method")
     if inspect.isclass(value):
         required = [p.name for p in inspect.signature(value).parameters.values()
                     if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
                                                            p.POSITIONAL_OR_KEYWORD,
                                                            p.KEYWORD_ONLY)]
         if required:
-            raise _fail(value, f"constructible without arguments (it needs {required}); pass "
-                               "an instance instead")
+            raise fail(FIELD, value, f"constructible without arguments (it needs {required}); "
+                                     "pass an instance instead")
     _tensors(cls, "inputs")
     _tensors(cls, "outputs")
     return value
 
 
+def resolve(value: Any) -> Any:
+    """The transformer class or instance ``value`` names (a reference is imported here, at
+    deploy), checked as :func:`check_value` does."""
+    return check_value(load_object(value, field=FIELD))
+
+
 def describe(value: Any) -> str:
-    """``module:Class`` of a transformer class or instance."""
+    """``module:Class`` of a transformer class or instance (a reference as it is)."""
+    if isinstance(value, str):
+        return value
     cls = value if inspect.isclass(value) else type(value)
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def pack(value: Any) -> dict:
-    """The transformer as JSON-safe service state: its name and a by-value pickle."""
+    """The transformer as JSON-safe service state: its name and a by-value pickle (imports a
+    reference first)."""
     from ray import cloudpickle
 
     from raymlp._pickling import ship_by_value
@@ -126,8 +130,8 @@ def pack(value: Any) -> dict:
     try:
         blob = cloudpickle.dumps(value)
     except Exception as exc:  # the pickler raises many kinds of errors
-        raise SpecError(f"{FIELD} {describe(value)} cannot be pickled to send it to the "
-                        f"replicas: {exc}", field=FIELD, value=describe(value)) from exc
+        raise fail(FIELD, describe(value), f"picklable, to send it to the replicas ({exc})") \
+            from exc
     return {"name": describe(value), "sha256": hashlib.sha256(blob).hexdigest(),
             "pickle": base64.b64encode(blob).decode()}
 

@@ -9,6 +9,8 @@ from typing import Any
 from ray.train.backend import Backend as _RayBackend
 from ray.train.backend import BackendConfig as _RayBackendConfig
 
+from raymlp import _ray_compat
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
@@ -68,9 +70,7 @@ def worker_info(ctx: Any) -> WorkerInfo:
 
 class _GenericRayBackend(_RayBackend):
     def on_start(self, worker_group, backend_config) -> None:
-        from ray.train._internal.utils import get_address_and_port
-
-        addr, port = worker_group.execute_single(0, get_address_and_port)
+        addr, port = worker_group.execute_single(0, _ray_compat.address_and_port)
         worker_group.execute(_set_rendezvous, addr, port)
 
 

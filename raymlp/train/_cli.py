@@ -1,76 +1,87 @@
-"""``raymlp train``: run a training job described in a YAML/JSON file or by a Python entry point."""
+"""``raymlp train``: run a training job described in a YAML/JSON file or by a Python entry point.
+
+A job file holds :class:`~raymlp.train.TrainJob`'s fields (nested ``scaling`` and
+``checkpointing`` too), read by :func:`raymlp._spec.from_data` with the same checks as the
+Python API, plus the file-only ``register`` key. ``raymlp train schema`` prints its JSON Schema.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from raymlp import _spec
+from raymlp._util import apply_overrides, load_object, parse_key_values
 from raymlp.errors import SpecError
 
-_JOB_KEYS = {"loop", "framework", "scaling", "config", "checkpointing", "max_failures", "name",
-             "experiment", "storage", "flavor", "tags", "register", "backend"}
-
 EXAMPLE = """\
-example job file (YAML or JSON):
+example job file (YAML or JSON; `raymlp train schema` prints its JSON Schema):
   name: digits
   loop: examples/train_digits.py:digits_loop   # or package.module:function
   framework: torch
-  scaling: {workers: 2, cpus_per_worker: 1}
+  scaling: {workers: 2, cpus: 1}
   config: {lr: 0.003, hidden: 64, batch_size: 32, epochs: 10}
-  checkpointing: {every: 1, keep: 2}
+  checkpointing: {every: 1, keep: 2, score: val_accuracy, mode: max}
   max_failures: 1
-  register: {name: digits, alias: champion}
+  data_hash: 3f1c...          # digest of the training data: recorded as an MLflow dataset input
+  register: {name: digits, alias: champion}   # file only: register the model afterwards
+
+Every TrainJob field can be given but `datasets` (Ray Datasets exist only in Python).
+--set KEY=VALUE overrides a field (dotted keys reach nested ones: --set scaling.workers=4);
+a KEY that is no TrainJob field sets a config entry (--set lr=0.1 is --set config.lr=0.1).
 """
+
+# Keys a job file may hold besides TrainJob's fields.
+_FILE_ONLY = ("register",)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="run a distributed training job",
-        description="Run a training job from a YAML/JSON file, or from --loop.",
+        description="Run a training job from a YAML/JSON file, or from --loop. "
+                    "`raymlp train schema` prints the job file's JSON Schema.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", nargs="?", help="job file (YAML or JSON)")
+    p.add_argument("file", nargs="?", help="job file (YAML or JSON), or `schema`")
     p.add_argument("--loop", help="the training loop: path/to/file.py:function or module:function")
-    p.add_argument("--framework", help="torch, tensorflow, xgboost")
-    p.add_argument("--workers", type=int, help="number of workers")
-    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker")
+    p.add_argument("--framework", help="torch, tensorflow, xgboost, generic")
+    p.add_argument("--workers", type=int, help="number of workers (scaling.workers)")
+    p.add_argument("--gpus", "--gpus-per-worker", dest="gpus", type=float,
+                   help="GPUs per worker (scaling.gpus)")
     p.add_argument("--config", help="the loop's config as a JSON object")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="set one config entry (value parsed as JSON when it can be)")
+                   help="set a job field (dotted: scaling.workers=4) or, for any other KEY, a "
+                        "config entry (lr=0.1); values are read as YAML")
     p.add_argument("--name", help="job name")
+    p.add_argument("--timeout-s", type=float, help="stop the job after this many seconds")
     p.add_argument("--register", metavar="NAME[@ALIAS]", help="register the model afterwards")
     p.set_defaults(func=_run)
 
 
-def load_loop(ref: str):
-    """Resolve ``path/to/file.py:function`` or ``package.module:function``."""
-    if not isinstance(ref, str) or ":" not in ref:
-        raise SpecError(f"loop must be 'path/to/file.py:function' or 'module:function', got {ref!r}",
-                        field="loop", value=ref)
-    target, _, func = ref.rpartition(":")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise SpecError(f"loop file {target!r} does not exist", field="loop", value=ref)
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        sys.path.insert(0, str(path.parent.resolve()))
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise SpecError(f"cannot import loop module {target!r}: {exc}", field="loop",
-                            value=ref) from exc
-    try:
-        return getattr(module, func)
-    except AttributeError:
-        raise SpecError(f"{target!r} has no function {func!r}", field="loop", value=ref) from None
+def schema() -> dict[str, Any]:
+    """The JSON Schema of a job file: TrainJob's fields (without ``datasets``) and ``register``."""
+    from raymlp.train import TrainJob
+    from raymlp.train._spec import FRAMEWORKS, PLACEMENT_STRATEGIES
+
+    out = _spec.json_schema(TrainJob, title="raymlp train job file")
+    props = out["properties"]
+    props.pop("datasets", None)
+    props["framework"]["enum"] = list(FRAMEWORKS)
+    out["$defs"]["Scaling"]["properties"]["placement_strategy"]["enum"] = list(PLACEMENT_STRATEGIES)
+    out["$defs"]["Checkpointing"]["properties"]["mode"]["enum"] = ["max", "min"]
+    props["register"] = {
+        "description": "register the final model afterwards: NAME[@ALIAS] or {name, alias}",
+        "anyOf": [
+            {"type": "string"},
+            {"type": "object", "properties": {"name": {"type": "string"},
+                                              "alias": {"type": ["string", "null"]}},
+             "required": ["name"], "additionalProperties": False},
+        ],
+    }
+    return out
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -78,78 +89,95 @@ def _read_file(path: str) -> dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"job file {path!r} does not exist", field="file", value=path)
+        raise SpecError(f"job file {path!r} does not exist", field="file", value=path,
+                        allowed="an existing YAML or JSON file")
     try:
         data = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
     except (ValueError, yaml.YAMLError) as exc:
         raise SpecError(f"job file {path!r} is not valid {p.suffix or 'YAML'}: {exc}",
-                        field="file", value=path) from exc
+                        field="file", value=path, allowed="YAML or JSON") from exc
     if not isinstance(data, dict):
         raise SpecError(f"job file {path!r} must hold a mapping of job fields", field="file",
-                        value=path)
-    unknown = sorted(set(data) - _JOB_KEYS)
-    if unknown:
-        raise SpecError(f"job file {path!r}: unknown field(s) {unknown}; allowed: {sorted(_JOB_KEYS)}",
-                        field=unknown[0], value=data[unknown[0]])
+                        value=path, allowed="a mapping of TrainJob fields")
     return data
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def _load_backend(value: Any) -> Any:
+    """A torch backend name as it is; ``module:Class`` (a generic Backend) loaded and built."""
+    from raymlp.train._spec import TORCH_BACKENDS
+
+    if not isinstance(value, str) or value in TORCH_BACKENDS:
+        return value
+    obj = load_object(value, field="TrainJob.backend")
+    return obj() if isinstance(obj, type) else obj
+
+
+def _no_datasets(value: Any) -> Any:
+    raise SpecError("TrainJob.datasets cannot be given in a job file: it holds Ray Datasets, "
+                    "which exist only in Python; build the job with raymlp.train.TrainJob",
+                    field="TrainJob.datasets", value=value, allowed="nothing in a job file")
+
+
+_CONVERT = {"loop": lambda ref: load_object(ref, field="TrainJob.loop"),
+            "backend": _load_backend, "datasets": _no_datasets}
 
 
 def job_from_args(args: argparse.Namespace):
-    """Build (TrainJob, register target) from a job file and/or flags; flags win."""
-    from raymlp.train import Checkpointing, Scaling, TrainJob
+    """Build (TrainJob, register target) from a job file, flags and ``--set``; flags win."""
+    from raymlp.train import TrainJob
 
     data = _read_file(args.file) if args.file else {}
-    if args.loop:
-        data["loop"] = args.loop
-    if "loop" not in data:
-        raise SpecError("a job needs a loop: give a job file or --loop", field="loop", value=None)
-    for flag in ("framework", "name", "register"):
-        if getattr(args, flag):
-            data[flag] = getattr(args, flag)
-    scaling = dict(data.get("scaling") or {})
+    flags: dict[str, Any] = {}
+    for key in ("loop", "framework", "name", "register"):
+        if getattr(args, key):
+            flags[key] = getattr(args, key)
     if args.workers is not None:
-        scaling["workers"] = args.workers
-    if args.gpus_per_worker is not None:
-        scaling["gpus_per_worker"] = args.gpus_per_worker
-    config = dict(data.get("config") or {})
+        flags["scaling.workers"] = args.workers
+    if args.gpus is not None:
+        flags["scaling.gpus"] = args.gpus
     if args.config:
-        config.update(json.loads(args.config))
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SpecError(f"--set takes KEY=VALUE, got {item!r}", field="--set", value=item)
-        config[key] = _parse_value(value)
-    try:
-        job = TrainJob(
-            loop=load_loop(data["loop"]), framework=data.get("framework", "torch"),
-            scaling=Scaling(**scaling), config=config,
-            checkpointing=Checkpointing(**(data.get("checkpointing") or {})),
-            max_failures=data.get("max_failures", 0), name=data.get("name", "train"),
-            experiment=data.get("experiment"), storage=data.get("storage"),
-            flavor=data.get("flavor"), tags=data.get("tags") or {}, backend=data.get("backend"))
-    except TypeError as exc:  # unknown keyword in scaling / checkpointing
-        raise SpecError(f"invalid job field: {exc}", field="scaling/checkpointing") from exc
-    reg = data.get("register")
+        try:
+            extra = json.loads(args.config)
+        except ValueError as exc:
+            raise SpecError(f"--config must be a JSON object: {exc}", field="--config",
+                            value=args.config, allowed="a JSON object") from exc
+        flags.update({f"config.{k}": v for k, v in _spec.mapping("--config", extra).items()})
+    fields = {f.name for f in dataclasses.fields(TrainJob)} | set(_FILE_ONLY)
+    for key, value in parse_key_values(args.set).items():
+        # A key that is no job field is a config entry: `--set lr=0.1` as in earlier versions.
+        flags[key if key.split(".")[0] in fields else f"config.{key}"] = value
+    data = apply_overrides(data, flags)
+    if "loop" not in data:
+        raise SpecError("a job needs a loop: give a job file or --loop", field="TrainJob.loop",
+                        value=None, allowed="'path/to/file.py:function' or 'module:function'")
+    reg = _register_target(data.pop("register", None))
+    return _spec.from_data(TrainJob, data, convert=_CONVERT), reg
+
+
+def _register_target(reg: Any) -> dict[str, Any] | None:
+    if reg is None:
+        return None
     if isinstance(reg, str):
         name, _, alias = reg.partition("@")
         reg = {"name": name, "alias": alias or None}
-    return job, reg
+    allowed = "NAME[@ALIAS] or a mapping {name: NAME, alias: ALIAS}"
+    if not isinstance(reg, dict) or set(reg) - {"name", "alias"}:
+        raise _spec.fail("register", reg, allowed)
+    _spec.string("register.name", reg.get("name"))
+    _spec.string("register.alias", reg.get("alias"), optional=True)
+    return reg
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.file == "schema":
+        print(json.dumps(schema(), indent=2))
+        return 0
     job, reg = job_from_args(args)
-    result = job.run()
+    result = job.run(timeout_s=args.timeout_s)
     summary = {"run_id": result.run_id, "model_uri": result.model_uri, "metrics": result.metrics,
                "epochs": len(result.history)}
     if reg:
         version = result.register(reg["name"], alias=reg.get("alias"))
         summary["registered"] = f"models:/{reg['name']}/{version.version}"
-    print(json.dumps(summary, indent=2, default=str))
+    sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
     return 0

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from raymlp._util import upload_dir
 
 _STATE_FILE = "state.pkl"
 _META_FILE = "raymlp.json"
@@ -24,19 +27,34 @@ class _Payload:
     framework: str
     every: int
     model_dir: str  # where rank 0 writes the final model (local path or fsspec URL)
-    flavor: str
+    flavor: str  # the job's default flavor for ctx.log_model
     backend: Any = None  # the generic framework's user Backend
 
 
 class TrainContext:
     """The training loop's handle on its worker: config, rank, data shard, reports, checkpoints.
 
-    Example:
-        >>> def loop(ctx):
-        ...     state = ctx.restore()                 # None on a fresh start
-        ...     for epoch in ctx.epochs(ctx.config["epochs"]):
-        ...         loss = ...
-        ...         ctx.report({"loss": loss}, checkpoint={"model": model.state_dict()})
+    A loop restores its model and optimizer in one call, reports each epoch with the objects to
+    checkpoint, and saves the final model::
+
+        def loop(ctx):
+            model = ctx.prepare_model(make_model())          # DDP-wrapped, on ctx.device
+            opt = torch.optim.Adam(model.parameters())
+            ctx.restore(model=model, optimizer=opt)           # no-op on a fresh start
+            for epoch in ctx.epochs(ctx.config["epochs"]):    # resumes after the checkpoint
+                loss = ...
+                ctx.report({"loss": loss}, checkpoint={"model": model, "optimizer": opt})
+            ctx.log_model(model, input_example=x[:8])
+
+    - :meth:`restore` returns the saved state (None on a fresh start). Given objects by keyword
+      (``model=``, ``optimizer=``, any other name), it loads each one's entry of the saved
+      state into it (``load_state_dict``, or Keras's ``set_weights``; a wrapped model is
+      unwrapped first) and returns the rest of the state as a dict.
+    - :meth:`report`'s ``checkpoint`` may hold such objects: each one is saved as its
+      ``state_dict()`` (of the unwrapped model) or Keras weights; anything else picklable is
+      saved as it is.
+    - :meth:`unwrap` gives the model inside a DistributedDataParallel wrapper;
+      :attr:`start_epoch` the first epoch still to run.
     """
 
     def __init__(self, payload: _Payload):
@@ -107,25 +125,58 @@ class TrainContext:
 
         return ray.train.torch.prepare_model(model)
 
-    # -- epochs, reports, checkpoints ---------------------------------------------------------
-    def restore(self) -> Any:
-        """The state saved with the latest checkpoint, or None on a fresh start.
+    @staticmethod
+    def unwrap(model: Any) -> Any:
+        """The model inside a torch ``DistributedDataParallel`` / ``DataParallel`` wrapper
+        (any other model as it is)."""
+        torch = sys.modules.get("torch")  # a model that is a torch wrapper means torch is loaded
+        if torch is not None and isinstance(
+                model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            return model.module
+        return model
 
-        After a worker failure the job restarts every worker; ``restore`` then returns the
-        state of the last checkpoint and :meth:`epochs` resumes after its epoch.
+    # -- epochs, reports, checkpoints ---------------------------------------------------------
+    def restore(self, model: Any = None, optimizer: Any = None, **objects: Any) -> Any:
+        """The state saved with the latest checkpoint, loaded into the objects given.
+
+        After a worker failure the job restarts every worker; ``restore`` then finds the last
+        checkpoint and :meth:`epochs` resumes after its epoch.
+
+        Args:
+            model: loaded from the saved state's ``"model"`` entry (unwrapped first).
+            optimizer: loaded from its ``"optimizer"`` entry.
+            **objects: any other object, loaded from the entry of its keyword's name.
+
+        Returns:
+            None on a fresh start. Otherwise, with no objects given, the saved state as it was
+            reported; with objects, a dict of the entries not loaded into one.
+
+        Raises:
+            ValueError: an object was given but the saved state has no entry for it.
         """
-        if self._restored:
+        if not self._restored:
+            self._restored = True
+            ckpt = self._train.get_checkpoint()
+            if ckpt is not None:
+                with ckpt.as_directory() as d:
+                    meta = json.loads((Path(d) / _META_FILE).read_text())
+                    self._epoch = int(meta["epoch"]) + 1
+                    state_file = Path(d) / _STATE_FILE
+                    self._state = self._load_state(state_file) if state_file.exists() else None
+        targets = {k: v for k, v in {"model": model, "optimizer": optimizer, **objects}.items()
+                   if v is not None}
+        if self._state is None or not targets:
             return self._state
-        self._restored = True
-        ckpt = self._train.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            meta = json.loads((Path(d) / _META_FILE).read_text())
-            self._epoch = int(meta["epoch"]) + 1
-            state_file = Path(d) / _STATE_FILE
-            self._state = self._load_state(state_file) if state_file.exists() else None
-        return self._state
+        if not isinstance(self._state, Mapping):
+            raise ValueError("ctx.restore(...): the checkpoint holds a "
+                             f"{type(self._state).__name__}, not a dict of named entries; report "
+                             "checkpoint={'model': model, 'optimizer': optimizer, ...}")
+        for key, target in targets.items():
+            if key not in self._state:
+                raise ValueError(f"ctx.restore({key}=...): the checkpoint has no {key!r} entry "
+                                 f"(it has {sorted(self._state)})")
+            _load_into(self.unwrap(target), self._state[key])
+        return {k: v for k, v in self._state.items() if k not in targets}
 
     @property
     def start_epoch(self) -> int:
@@ -147,9 +198,10 @@ class TrainContext:
 
         Args:
             metrics: numeric metrics; ``epoch`` is added. Rank 0's values are recorded.
-            checkpoint: the state to resume from (any picklable object, e.g. a dict of
-                state_dicts). It is saved every ``Checkpointing.every`` epochs and at the last
-                epoch; only rank 0's is kept.
+            checkpoint: the state to resume from: a dict whose models and optimizers are
+                saved as their state (see the class docstring), or any picklable object. It is
+                saved every ``Checkpointing.every`` epochs and at the last epoch; only rank 0's
+                is kept.
         """
         epoch = self._epoch
         metrics = {**metrics, "epoch": epoch}
@@ -161,7 +213,7 @@ class TrainContext:
             self._train.report(metrics, checkpoint=None)
         else:
             with tempfile.TemporaryDirectory(prefix="raymlp-ckpt-") as d:
-                self._save_state(checkpoint, Path(d) / _STATE_FILE)
+                self._save_state(self._snapshot(checkpoint), Path(d) / _STATE_FILE)
                 (Path(d) / _META_FILE).write_text(json.dumps({"epoch": epoch}))
                 self._train.report(metrics, checkpoint=self._train.Checkpoint.from_directory(d))
         if self._last_epoch is None:
@@ -170,32 +222,34 @@ class TrainContext:
     def log_model(self, model: Any, input_example: Any = None, *, flavor: str | None = None) -> None:
         """Save the final model (with a signature inferred from ``input_example``).
 
-        Call it on every worker once training ends; rank 0's model is logged to the job's
-        MLflow run. Torch models wrapped for data parallelism are unwrapped.
+        Call it on every worker once training ends; rank 0's model becomes the job's MLflow
+        LoggedModel. A model wrapped for data parallelism is unwrapped; a torch model is saved
+        as a CPU copy that loads on any device.
+
+        Args:
+            model: the trained model.
+            input_example: a batch of inputs, saved with the model (and its signature).
+            flavor: the model's flavor (default: the job's ``flavor``, else the framework's).
         """
-        flavor = flavor or self._payload.flavor
-        if self.rank != 0 and flavor != "tensorflow":
+        from raymlp import tracking
+
+        name = tracking.flavor(flavor or self._payload.flavor, field="log_model.flavor").name
+        if self.rank != 0 and name != "tensorflow":
             return
-        from mlflow.models import infer_signature
-
-        from raymlp.tracking._store import flavor_module, pip_requirements
-
-        if flavor in ("torch", "pytorch"):
-            import copy
-
-            # Unwrap DDP and save a CPU copy: the model loads on machines without this GPU.
-            model = copy.deepcopy(getattr(model, "module", model)).to("cpu")
-        signature = None
-        if input_example is not None:
-            signature = infer_signature(input_example, _predict(model, flavor, input_example))
         with tempfile.TemporaryDirectory(prefix="raymlp-model-") as d:
             # TF's distributed save is collective: every rank saves, only rank 0's is kept.
             path = Path(d) / MODEL_DIR
-            flavor_module(flavor).save_model(model, str(path), signature=signature,
-                                             input_example=input_example,
-                                             pip_requirements=pip_requirements(flavor))
+            tracking.save_model(self.unwrap(model), path, flavor=name,
+                                input_example=input_example)
             if self.rank == 0:
-                _upload_dir(path, self._payload.model_dir)
+                upload_dir(path, self._payload.model_dir)
+
+    # -- serialization ----------------------------------------------------------------------
+    def _snapshot(self, checkpoint: Any) -> Any:
+        """The checkpoint with its models and optimizers replaced by their state."""
+        if not isinstance(checkpoint, Mapping):
+            return checkpoint
+        return {k: _state_of(self.unwrap(v)) for k, v in checkpoint.items()}
 
     # -- serialization ----------------------------------------------------------------------
     def _save_state(self, state: Any, path: Path) -> None:
@@ -216,50 +270,25 @@ class TrainContext:
         return pickle.loads(path.read_bytes())
 
 
-def _predict(model: Any, flavor: str, x: Any):
-    if flavor in ("torch", "pytorch"):
-        import torch
-
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            out = model(torch.as_tensor(x)).cpu().numpy()
-            model.train(was)
-            return out
-    if flavor == "xgboost":
-        # inplace_predict builds no DMatrix, whose construction is a collective op in a job.
-        return model.inplace_predict(x) if hasattr(model, "inplace_predict") else model.predict(x)
-    if flavor == "tensorflow":
-        return model.predict(x, verbose=0)
-    return model.predict(x)
+def _state_of(obj: Any) -> Any:
+    """What a checkpoint keeps of ``obj``: a torch module's or optimizer's ``state_dict()``,
+    a Keras model's weights, anything else as it is."""
+    if callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None)):
+        return obj.state_dict()
+    if callable(getattr(obj, "get_weights", None)) and callable(getattr(obj, "set_weights", None)):
+        return obj.get_weights()
+    return obj
 
 
-def _upload_dir(src: Path, dest: str) -> None:
-    """Copy a directory to a local path or an fsspec URL."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(dest)
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
-    fs.makedirs(root, exist_ok=True)
-    for f in src.rglob("*"):
-        if f.is_file():
-            target = f"{root}/{f.relative_to(src).as_posix()}"
-            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(str(f), target)
-
-
-def download_dir(src: str, dest: Path) -> Path:
-    """Copy a directory from a local path or an fsspec URL to ``dest``; returns ``dest``."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(src)
-    for f in fs.find(root):
-        rel = f[len(root):].lstrip("/")
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(f, str(target))
-    return dest
+def _load_into(obj: Any, state: Any) -> None:
+    if callable(getattr(obj, "load_state_dict", None)):
+        obj.load_state_dict(state)
+    elif callable(getattr(obj, "set_weights", None)):
+        obj.set_weights(state)
+    else:
+        raise ValueError(f"ctx.restore: cannot load state into a {type(obj).__name__} (it has "
+                         "neither load_state_dict nor set_weights); take it from the returned "
+                         "state instead")
 
 
 def worker_main(config: dict) -> None:

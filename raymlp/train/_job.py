@@ -1,190 +1,309 @@
-"""A training job: its spec (:class:`TrainJob`), its run on Ray Train, and its result."""
+"""Running a :class:`~raymlp.train.TrainJob` on Ray Train: prepare -> fit -> finish.
+
+The three phases are separate so a caller other than :meth:`TrainJob.run` (a tuning trial, a
+pipeline step) can run them under its own MLflow run and console:
+
+- :func:`prepare` checks what needs the runtime (the loop ships to workers, the cluster can
+  hold them) before any Ray work, then opens the job's MLflow run (nested under a parent run
+  when given) and records its params and training data;
+- :func:`fit` trains on Ray Train while the metric relay logs each report; it bounds the
+  training by ``timeout_s``;
+- :func:`finish` logs the model (an MLflow LoggedModel), the kept checkpoints and the duration,
+  ends the run and builds the :class:`TrainResult`.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import logging
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
-from ray.train.v2.api.callback import UserCallback
-
-from raymlp import _config
+from raymlp import _config, _ray_compat, _spec
 from raymlp._imports import require
-from raymlp.errors import JobError, ResourceError, SpecError
-from raymlp.train._backend import Backend, GenericBackendConfig
-from raymlp.train._context import MODEL_DIR, PAYLOAD_KEY, _Payload, download_dir, worker_main
-from raymlp.train._spec import FRAMEWORKS, TORCH_BACKENDS, Checkpointing, Scaling, check_loop
+from raymlp._util import download_dir
+from raymlp.errors import JobError, ResourceError, SpecError, TimeoutError
+from raymlp.train._backend import GenericBackendConfig
+from raymlp.train._context import MODEL_DIR, PAYLOAD_KEY, _Payload, worker_main
+from raymlp.train._relay import Forwarder, Relay
+from raymlp.train._result import TrainResult
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:  # pragma: no cover
+    from raymlp.tracking import Run
+    from raymlp.train._spec import TrainJob
 
-_DEFAULT_FLAVOR = {"torch": "torch", "tensorflow": "tensorflow", "xgboost": "xgboost",
-                   "generic": "pyfunc"}
+__all__ = ["Prepared", "prepare", "fit", "finish", "run"]
+
+# Set on the run of a job stopped by its timeout_s.
+TAG_TIMED_OUT = "raymlp.timed_out"
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainJob:
-    """A distributed training job: the loop, the framework, the workers, and its bookkeeping.
+@dataclasses.dataclass
+class Prepared:
+    """A job checked and ready to train, with its MLflow run open.
 
-    Args:
-        loop: ``loop(ctx: TrainContext)``, run in every worker. It must be picklable.
-        framework: ``"torch"`` (DistributedDataParallel), ``"tensorflow"``
-            (MultiWorkerMirroredStrategy), ``"xgboost"`` (distributed), or ``"generic"`` with a
-            :class:`Backend` of your own.
-        scaling: workers and resources per worker.
-        config: hyperparameters and settings handed to the loop as ``ctx.config``; logged as
-            the run's params.
-        backend: torch: ``"nccl"`` or ``"gloo"`` (default: NCCL when workers have GPUs, Gloo
-            otherwise); generic: a :class:`Backend` instance.
-        checkpointing: checkpoint cadence and retention.
-        max_failures: restarts allowed after a worker failure; each resumes from the latest
-            checkpoint.
-        name: the job's name (MLflow run name and storage folder prefix).
-        experiment: MLflow experiment (default: the configured one).
-        storage: root for checkpoints and the model: a path or any fsspec URL (default: the
-            configured storage root).
-        datasets: Ray Datasets, sharded across workers (``ctx.dataset(name)``).
-        data_hash: content hash of the training data, recorded for lineage
-            (see :func:`raymlp.tracking.data_hash`).
-        flavor: the MLflow flavor of the final model (default: the framework's).
-        tags: extra MLflow run tags.
-        wait_for_resources: wait for an autoscaler when the workers do not fit the cluster now,
-            instead of failing at once.
-
-    Example:
-        >>> job = TrainJob(loop=loop, framework="torch", scaling=Scaling(workers=2),
-        ...                config={"lr": 0.01, "epochs": 5})
-        >>> result = job.run()
-        >>> result.register("digits", alias="champion")
+    Attributes:
+        job: the spec.
+        job_id: unique name of this run of the job (storage folder, Ray Train run name).
+        run: the job's MLflow run (RUNNING until :func:`fit` fails or :func:`finish` ends it).
+        storage_root: where checkpoints and the model go.
+        model_dir: where rank 0 saves the final model.
+        timeout_s: the bound on training (None: none).
+        duration_s: wall time of :func:`fit`, once it ran.
     """
 
-    loop: Callable[..., Any]
-    framework: str = "torch"
-    scaling: Scaling = dataclasses.field(default_factory=Scaling)
-    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    backend: str | Backend | None = None
-    checkpointing: Checkpointing = dataclasses.field(default_factory=Checkpointing)
-    max_failures: int = 0
-    name: str = "train"
-    experiment: str | None = None
-    storage: str | None = None
-    datasets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    data_hash: str | None = None
-    flavor: str | None = None
-    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    wait_for_resources: bool = False
-
-    def __post_init__(self) -> None:
-        if self.framework not in FRAMEWORKS:
-            raise SpecError(f"TrainJob.framework must be one of {list(FRAMEWORKS)}, "
-                            f"got framework={self.framework!r}",
-                            field="TrainJob.framework", value=self.framework)
-        if not isinstance(self.scaling, Scaling):
-            raise SpecError(f"TrainJob.scaling must be a raymlp.train.Scaling, got {self.scaling!r}",
-                            field="TrainJob.scaling", value=self.scaling)
-        if not isinstance(self.checkpointing, Checkpointing):
-            raise SpecError("TrainJob.checkpointing must be a raymlp.train.Checkpointing, "
-                            f"got {self.checkpointing!r}",
-                            field="TrainJob.checkpointing", value=self.checkpointing)
-        if not isinstance(self.config, Mapping):
-            raise SpecError(f"TrainJob.config must be a mapping, got {self.config!r}",
-                            field="TrainJob.config", value=self.config)
-        if (not isinstance(self.max_failures, int) or isinstance(self.max_failures, bool)
-                or self.max_failures < -1):
-            raise SpecError("TrainJob.max_failures must be an integer >= 0 (or -1 for unlimited), "
-                            f"got max_failures={self.max_failures!r}",
-                            field="TrainJob.max_failures", value=self.max_failures)
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise SpecError(f"TrainJob.name must be a non-empty string, got {self.name!r}",
-                            field="TrainJob.name", value=self.name)
-        self._check_backend()
-        if self.flavor is not None:
-            from raymlp.tracking._store import _FLAVORS
-
-            if self.flavor not in _FLAVORS:
-                raise SpecError(f"TrainJob.flavor must be one of {sorted(_FLAVORS)}, "
-                                f"got {self.flavor!r}", field="TrainJob.flavor", value=self.flavor)
-        check_loop(self.loop)
-
-    def _check_backend(self) -> None:
-        b = self.backend
-        if self.framework == "generic":
-            if not isinstance(b, Backend):
-                raise SpecError("TrainJob.backend must be a raymlp.train.Backend instance when "
-                                f"framework='generic', got backend={b!r}",
-                                field="TrainJob.backend", value=b)
-            check_loop(b.setup)
-        elif self.framework == "torch":
-            if b is not None and b not in TORCH_BACKENDS:
-                raise SpecError(f"TrainJob.backend for torch must be one of {list(TORCH_BACKENDS)} "
-                                f"or None (automatic), got backend={b!r}",
-                                field="TrainJob.backend", value=b)
-            if b == "nccl" and not self.scaling.gpus_per_worker:
-                raise SpecError("TrainJob.backend='nccl' needs GPUs: set "
-                                "Scaling.gpus_per_worker > 0 or use backend='gloo'",
-                                field="TrainJob.backend", value=b)
-        elif b is not None:
-            raise SpecError(f"TrainJob.backend applies to framework 'torch' or 'generic', not "
-                            f"{self.framework!r}; got backend={b!r}",
-                            field="TrainJob.backend", value=b)
-
-    @property
-    def resolved_backend(self) -> str:
-        """The communication backend the job uses (``nccl``/``gloo`` for torch)."""
-        if self.framework == "torch":
-            return self.backend or ("nccl" if self.scaling.gpus_per_worker else "gloo")
-        if self.framework == "generic":
-            return getattr(self.backend, "name", "generic")
-        return {"tensorflow": "MultiWorkerMirroredStrategy", "xgboost": "rabit"}[self.framework]
-
-    def params(self) -> dict[str, Any]:
-        """What the MLflow run records as params."""
-        s = self.scaling
-        return {
-            **dict(self.config),
-            "raymlp.framework": self.framework,
-            "raymlp.backend": self.resolved_backend,
-            "raymlp.workers": s.workers,
-            "raymlp.cpus_per_worker": s.cpus_per_worker,
-            "raymlp.gpus_per_worker": s.gpus_per_worker,
-            "raymlp.max_failures": self.max_failures,
-            "raymlp.checkpoint_every": self.checkpointing.every,
-        }
-
-    def run(self) -> "TrainResult":
-        """Run the job to completion on Ray (started or connected by :func:`raymlp.init`).
-
-        Returns:
-            TrainResult: metrics, checkpoints, the MLflow run id and the model URI.
-
-        Raises:
-            ResourceError: the workers can never fit on the cluster (raised before any work).
-            JobError: training failed (after ``max_failures`` restarts).
-        """
-        return _run(self)
+    job: "TrainJob"
+    job_id: str
+    run: "Run"
+    storage_root: str
+    model_dir: str
+    timeout_s: float | None = None
+    duration_s: float = 0.0
 
 
-def _check_resources(job: TrainJob) -> None:
-    """Fail fast when the cluster can never hold the workers (Ray would wait forever)."""
+def run(job: "TrainJob", *, parent_run_id: str | None = None,
+        timeout_s: float | None = None) -> TrainResult:
+    """:meth:`TrainJob.run`: the three phases with progress on the console and a summary."""
+    from raymlp import _console
+
+    prepared = prepare(job, parent_run_id=parent_run_id, timeout_s=timeout_s)
+    with _console.progress(f"training {job.name}", unit="epoch") as bar:
+        bar.note(f"MLflow run {prepared.run.run_id}")
+
+        def on_report(metrics: dict) -> None:
+            bar.update(1, **{k: v for k, v in metrics.items() if k != "epoch"})
+
+        ray_result = fit(prepared, on_report=on_report)
+    result = finish(prepared, ray_result)
+    _console.summary(f"training {job.name} finished", _summary(result))
+    return result
+
+
+def prepare(job: "TrainJob", *, parent_run_id: str | None = None,
+            timeout_s: float | None = None) -> Prepared:
+    """Check what needs the runtime, connect to Ray and open the job's MLflow run.
+
+    Raises:
+        SpecError: the loop (or a generic backend) cannot be pickled; a bad ``timeout_s``.
+        DependencyError: the framework is not installed.
+        ResourceError: the workers can never fit on the cluster (unless
+            ``wait_for_resources``).
+    """
+    from raymlp import tracking
+    from raymlp._runtime import init
+
+    _spec.number("timeout_s", timeout_s, minimum=0, strict=True, optional=True)
+    _spec.string("parent_run_id", parent_run_id, optional=True)
+    check_shippable("TrainJob.loop", job.loop)
+    if job.framework == "generic":
+        check_shippable("TrainJob.backend", job.backend)
+    else:
+        # Only the workers import the framework: the driver checks that it is there.
+        require(job.framework, purpose=f"framework={job.framework!r}", load=False)
+    init()
+    if not job.wait_for_resources:
+        check_resources(job)
+
+    cfg = _config.get()
+    job_id = f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    storage_root = (job.storage or cfg.storage_root).rstrip("/")
+    tags = {**dict(job.tags), tracking.TAG_KIND: "train", "raymlp.job_id": job_id,
+            "raymlp.storage": f"{storage_root}/{job_id}"}
+    if job.data_hash:
+        tags[tracking.TAG_DATA_HASH] = job.data_hash  # what register() copies for lineage
+    run_ = tracking.start_run(job.name, experiment=job.experiment, params=job.params(),
+                              tags=tags, parent_run_id=parent_run_id)
+    try:
+        if job.data_hash:
+            run_.log_dataset(name=job.data_name, digest=job.data_hash, source=job.data_source,
+                             context="training")
+    except BaseException:
+        run_.end("FAILED")
+        raise
+    return Prepared(job=job, job_id=job_id, run=run_, storage_root=storage_root,
+                    model_dir=f"{storage_root}/{job_id}/{MODEL_DIR}", timeout_s=timeout_s)
+
+
+def fit(prepared: Prepared, *, on_report: Callable[[dict], None] | None = None):
+    """Train on Ray Train; each report is logged to the run and passed to ``on_report``.
+
+    Returns:
+        ray.train.Result: Ray Train's result (checkpoints, storage path).
+
+    Raises:
+        raymlp.errors.TimeoutError: training ran past ``timeout_s``: the workers were stopped
+            and released, the run ended KILLED with the tag ``raymlp.timed_out``.
+        JobError: training failed; the run ended FAILED.
+    """
+    job, run_ = prepared.job, prepared.run
+    deadline = None if prepared.timeout_s is None else time.time() + prepared.timeout_s
+    trainer = _trainer(prepared, Forwarder(run_.run_id, deadline))
+    started = time.perf_counter()
+    relay = Relay(run_, on_report=on_report)
+    try:
+        with relay:
+            ray_result = trainer.fit()
+    except KeyboardInterrupt:
+        run_.end("KILLED")
+        raise
+    except Exception as exc:
+        prepared.duration_s = time.perf_counter() - started
+        if relay.timed_out or (deadline is not None and time.time() >= deadline):
+            raise _timed_out(prepared) from None
+        run_.end("FAILED")
+        cause = _root_cause(exc)
+        raise JobError(f"training job {prepared.job_id!r} failed: {cause}", cause=cause,
+                       run_id=run_.run_id) from None
+    prepared.duration_s = time.perf_counter() - started
+    if relay.timed_out and getattr(ray_result, "error", None) is not None:
+        raise _timed_out(prepared)
+    return ray_result
+
+
+def _timed_out(prepared: Prepared) -> TimeoutError:
+    """End the run KILLED, saying why, and give the error to raise."""
+    run_ = prepared.run
+    bound = prepared.timeout_s
+    run_.set_tags({TAG_TIMED_OUT: "true",
+                   "raymlp.stop_reason": f"stopped after timeout_s={bound:g} s"})
+    run_.end("KILLED")
+    what = f"training job {prepared.job_id!r} to finish"
+    return TimeoutError(f"timed out after {bound:g} s waiting for {what}; the job was stopped "
+                        f"and its run {run_.run_id} ended KILLED", what=what, timeout_s=bound,
+                        last_status="KILLED")
+
+
+def finish(prepared: Prepared, ray_result) -> TrainResult:
+    """Log the model, the kept checkpoints and the duration; end the run FINISHED.
+
+    Raises:
+        TrackingError: the model or the checkpoints could not be logged (the run ends FAILED).
+    """
+    run_ = prepared.run
+    try:
+        result = _finish(prepared, ray_result)
+    except BaseException:
+        run_.end("FAILED")
+        raise
+    run_.end("FINISHED")
+    return result
+
+
+def _finish(prepared: Prepared, ray_result) -> TrainResult:
+    import fsspec
+
+    from raymlp import tracking
+
+    job, run_ = prepared.job, prepared.run
+    model_uri = None
+    flavor = tracking.flavor(job.resolved_flavor).name
+    fs, root = fsspec.core.url_to_fs(prepared.model_dir)
+    run_.log_metrics({"raymlp.duration_s": prepared.duration_s})
+    if fs.exists(root):
+        # The worker saved a complete MLflow model (flavor, signature, example, requirements);
+        # it is logged as it is, so the driver never loads the framework's model.
+        with tempfile.TemporaryDirectory(prefix="raymlp-model-") as d:
+            local = download_dir(prepared.model_dir, Path(d) / MODEL_DIR)
+            flavor = _saved_flavor(local, flavor)
+            model_uri = run_.log_model_dir(local, name=MODEL_DIR)
+    kept = [c for c, _ in (ray_result.best_checkpoints or [])]
+    for ckpt in kept:
+        with ckpt.as_directory() as d:
+            run_.log_artifact(d, f"checkpoints/{Path(ckpt.path).name}")
+    run_.set_tags({"raymlp.model_uri": model_uri or ""})
+    history = _history(run_.run_id)
+    best = None
+    if job.checkpointing.score and ray_result.best_checkpoints:
+        best = ray_result.get_best_checkpoint(job.checkpointing.score, job.checkpointing.mode)
+    elif kept:
+        best = kept[-1]
+    return TrainResult(
+        metrics=history[-1] if history else {}, history=history,
+        checkpoint=ray_result.checkpoint, best_checkpoint=best, checkpoints=kept,
+        run_id=run_.run_id, model_uri=model_uri, path=ray_result.path,
+        duration_s=prepared.duration_s, flavor=flavor)
+
+
+def _saved_flavor(local: Path, default: str) -> str:
+    """The flavor the loop saved the model with (it may name its own in ``ctx.log_model``)."""
+    from raymlp import tracking
+
+    meta = tracking.model_metadata(local)
+    named = (meta.metadata or {}).get("raymlp.flavor")
+    if named:
+        return named
+    native = [f for f in meta.flavors if f != "python_function"]
+    return tracking.flavor(native[0]).name if native else default
+
+
+def _history(run_id: str) -> list[dict[str, float]]:
+    """Per-epoch metrics; an epoch run twice (after a restart) keeps its latest values."""
+    from raymlp import tracking
+
+    keys = [k for k in tracking.get_run(run_id).data.metrics if not k.startswith("raymlp.")]
+    by_step: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for step, value in tracking.metric_history(run_id, key):
+            by_step.setdefault(step, {})[key] = value
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _summary(result: TrainResult) -> dict[str, Any]:
+    from raymlp import _console
+
+    fields: dict[str, Any] = {"run id": result.run_id}
+    fields.update({k: v for k, v in result.metrics.items() if k != "epoch"})
+    fields["epochs"] = len(result.history)
+    fields["duration"] = f"{result.duration_s:.1f} s"
+    fields["model"] = result.model_uri or "none logged (call ctx.log_model in the loop)"
+    return {**fields, **_console.where_to_look()}
+
+
+# -- runtime checks ----------------------------------------------------------------------------
+
+def check_shippable(field: str, obj: Any) -> None:
+    """``obj`` must pickle, since Ray sends it to every worker (user modules go by value).
+
+    Raises:
+        SpecError: naming ``field``, the cause and the fix.
+    """
+    from ray import cloudpickle
+
+    from raymlp._pickling import ship_by_value
+
+    ship_by_value(obj)
+    try:
+        cloudpickle.dumps(obj)
+    except Exception as exc:  # the pickler raises many kinds of errors
+        name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+        raise SpecError(
+            f"{field} {name} cannot be pickled to send it to the workers: {exc}. "
+            "Capture only picklable objects (no open files, sockets, generators or live clients); "
+            "create those inside the loop.",
+            field=field, value=name, allowed="a picklable object",
+        ) from exc
+
+
+def check_resources(job: "TrainJob") -> None:
+    """Fail fast when the cluster can never hold the workers (Ray would wait forever).
+
+    Raises:
+        ResourceError: naming the field that asks too much.
+    """
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     need = job.scaling.per_worker()
-    field = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker", "memory": "memory_per_worker"}
     for key, amount in need.items():
         have = max((n.get(key, 0.0) for n in nodes), default=0.0)
         if amount > have:
-            name = f"Scaling.{field.get(key, f'resources_per_worker[{key!r}]')}"
+            field = job.scaling.field_of(key)
             what = "has none" if have == 0 else f"has at most {have:g} on any node"
             raise ResourceError(
-                f"{name}={amount:g} cannot be met: the Ray cluster {what} of {key!r}",
-                field=name, value=amount)
+                f"{field}={amount:g} cannot be met: the Ray cluster {what} of {key!r}",
+                field=field, value=amount, allowed=f"at most {have:g}")
     asked = {k: v for k, v in need.items() if v > 0}
     if not asked:
         return
@@ -193,91 +312,10 @@ def _check_resources(job: TrainJob) -> None:
         raise ResourceError(
             f"Scaling.workers={job.scaling.workers} with {need} each cannot fit: the Ray cluster "
             f"holds at most {slots} such workers at once", field="Scaling.workers",
-            value=job.scaling.workers)
+            value=job.scaling.workers, allowed=f"at most {slots}")
 
 
-class _TrackingCallback(UserCallback):
-    """Runs in Ray Train's controller: hands every report's metrics to the driver's relay.
-
-    The controller does not touch MLflow itself: importing mlflow and opening the store there took
-    ~2.5 s of every job, inside the control loop that also consumes the workers' reports (each
-    worker's next ``ray.train.report`` waited for it). The records go through the GCS key-value
-    store, which the controller and the driver both reach on any cluster, to :class:`_Relay`.
-    """
-
-    def __init__(self, run_id: str):
-        self.run_id = run_id
-        self._seq = 0
-
-    def _send(self, record: dict) -> None:
-        from ray.experimental import internal_kv
-
-        self._seq += 1
-        # Time first: keys stay ordered even if Ray restarts the controller (and _seq).
-        key = f"{self.run_id}/{time.time_ns():020d}-{self._seq:08d}"
-        internal_kv._internal_kv_put(key, json.dumps(record),
-                                     namespace=_RELAY_NAMESPACE)
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        m = metrics[0] if metrics else {}
-        self._send({"metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
-                    "checkpoint": checkpoint.path if checkpoint is not None else None})
-
-    def after_exception(self, run_context, worker_exceptions) -> None:
-        text = "; ".join(f"rank {r}: {e!r}" for r, e in sorted(worker_exceptions.items()))
-        self._send({"error": text[:5000]})
-
-
-_RELAY_NAMESPACE = "raymlp-train"
-
-
-class _Relay:
-    """Runs in the driver while the job trains: logs the controller's records to the MLflow run."""
-
-    def __init__(self, run, interval_s: float = 0.25):
-        self._run = run
-        self._interval_s = interval_s
-        self._reports = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="raymlp-tracking", daemon=True)
-
-    def __enter__(self) -> "_Relay":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._drain()  # what the controller sent after the last poll
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self._drain()
-            except Exception as exc:  # keep relaying; the next drain retries what is left
-                logger.warning("raymlp: logging training metrics to MLflow failed: %s", exc)
-
-    def _drain(self) -> None:
-        from ray.experimental import internal_kv
-
-        prefix = f"{self._run.run_id}/"
-        for key in sorted(internal_kv._internal_kv_list(prefix, namespace=_RELAY_NAMESPACE)):
-            value = internal_kv._internal_kv_get(key, namespace=_RELAY_NAMESPACE)
-            internal_kv._internal_kv_del(key, namespace=_RELAY_NAMESPACE)
-            if value is not None:
-                self._log(json.loads(value))
-
-    def _log(self, record: dict) -> None:
-        if "error" in record:
-            self._run.set_tags({"raymlp.last_worker_error": record["error"]})
-            return
-        m = record["metrics"]
-        step = int(m.get("epoch", self._reports))
-        self._reports += 1
-        self._run.log_metrics(m, step=step)
-        if record["checkpoint"] is not None:
-            self._run.set_tags({"raymlp.latest_checkpoint": record["checkpoint"]})
-
+# -- Ray Train ---------------------------------------------------------------------------------
 
 def _storage(root: str):
     """(storage_path, filesystem) for Ray Train: local paths as they are, URLs via fsspec."""
@@ -292,113 +330,48 @@ def _storage(root: str):
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
-def _trainer(job: TrainJob, payload: _Payload, run_config):
-    import ray.train
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-    s = job.scaling
-    scaling = ray.train.ScalingConfig(
-        num_workers=s.workers, use_gpu=bool(s.gpus_per_worker),
-        resources_per_worker=job.scaling.per_worker(), placement_strategy=s.placement_strategy)
-    common = dict(train_loop_config={PAYLOAD_KEY: payload}, scaling_config=scaling,
-                  run_config=run_config, datasets=dict(job.datasets) or None)
-    if job.framework == "torch":
-        require("torch", purpose="framework='torch'", load=False)
-        from raymlp.train._torch import TorchBackendConfig
-
-        return DataParallelTrainer(
-            worker_main, backend_config=TorchBackendConfig(job.resolved_backend), **common)
-    if job.framework == "tensorflow":
-        require("tensorflow", purpose="framework='tensorflow'", load=False)
-        from ray.train.tensorflow import TensorflowTrainer
-
-        return TensorflowTrainer(worker_main, **common)
-    if job.framework == "xgboost":
-        require("xgboost", purpose="framework='xgboost'", load=False)
-        from ray.train.xgboost import XGBoostTrainer
-
-        return XGBoostTrainer(worker_main, **common)
-    return DataParallelTrainer(worker_main, backend_config=GenericBackendConfig(), **common)
-
-
-def _run(job: TrainJob) -> "TrainResult":
+def _trainer(prepared: Prepared, forwarder: Forwarder):
     import ray.train
 
-    from raymlp._runtime import init
-    from raymlp.tracking import _store
+    from raymlp import _console
 
-    init()
-    if not job.wait_for_resources:
-        _check_resources(job)
-    cfg = _config.get()
-    flavor = job.flavor or _DEFAULT_FLAVOR[job.framework]
-    job_id = f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    storage_root = job.storage or cfg.storage_root
-    storage_path, filesystem = _storage(storage_root)
-    model_dir = f"{storage_root.rstrip('/')}/{job_id}/{MODEL_DIR}"
-
-    tags = {**dict(job.tags), _store.TAG_KIND: "train", "raymlp.job_id": job_id,
-            "raymlp.storage": f"{storage_root.rstrip('/')}/{job_id}"}
-    if job.data_hash:
-        tags[_store.TAG_DATA_HASH] = job.data_hash
-    run = _store.start_run(job.name, experiment=job.experiment, params=job.params(), tags=tags)
-
+    job = prepared.job
     payload = _Payload(loop=job.loop, config=dict(job.config), framework=job.framework,
-                       every=job.checkpointing.every, model_dir=model_dir, flavor=flavor,
+                       every=job.checkpointing.every, model_dir=prepared.model_dir,
+                       flavor=job.resolved_flavor,
                        backend=job.backend if job.framework == "generic" else None)
+    storage_path, filesystem = _storage(prepared.storage_root)
     ck = job.checkpointing
     run_config = ray.train.RunConfig(
-        name=job_id, storage_path=storage_path, storage_filesystem=filesystem,
+        name=prepared.job_id, storage_path=storage_path, storage_filesystem=filesystem,
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=ck.keep, checkpoint_score_attribute=ck.score,
             checkpoint_score_order=ck.mode),
         failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
-        callbacks=[_TrackingCallback(run.run_id)],
-        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        callbacks=[forwarder],
+        logging_config=ray.train.LoggingConfig(log_level=_console.engine_log_level()),
     )
-    started = time.perf_counter()
-    try:
-        with _cluster_address_for_train(), _Relay(run):
-            ray_result = _trainer(job, payload, run_config).fit()
-    except KeyboardInterrupt:
-        run.end("KILLED")
-        raise
-    except Exception as exc:
-        run.end("FAILED")
-        cause = _root_cause(exc)
-        raise JobError(f"training job {job_id!r} failed: {cause}", cause=cause,
-                       run_id=run.run_id) from None
-    duration = time.perf_counter() - started
-    try:
-        result = _finish(job, run, ray_result, model_dir, flavor, duration)
-    except BaseException:
-        run.end("FAILED")
-        raise
-    run.end("FINISHED")
-    return result
+    s = job.scaling
+    scaling = ray.train.ScalingConfig(
+        num_workers=s.workers, use_gpu=bool(s.gpus), resources_per_worker=s.per_worker(),
+        placement_strategy=s.placement_strategy)
+    common = dict(train_loop_config={PAYLOAD_KEY: payload}, scaling_config=scaling,
+                  run_config=run_config, datasets=dict(job.datasets) or None)
+    if job.framework == "torch":
+        from raymlp.train._torch import TorchBackendConfig
 
+        return _ray_compat.DataParallelTrainer(
+            worker_main, backend_config=TorchBackendConfig(job.resolved_backend), **common)
+    if job.framework == "tensorflow":
+        from ray.train.tensorflow import TensorflowTrainer
 
-@contextlib.contextmanager
-def _cluster_address_for_train():
-    """Tell Ray Train's controller (and the actors it starts) which cluster they are on.
+        return TensorflowTrainer(worker_main, **common)
+    if job.framework == "xgboost":
+        from ray.train.xgboost import XGBoostTrainer
 
-    Its placement-group cleaner finds the cluster through RAY_ADDRESS; without it, a second Ray
-    instance on the same machine (another notebook, a test head) makes that lookup fail.
-    """
-    import os
-
-    import ray
-    from ray.train.v2._internal import constants
-
-    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
-    previous = os.environ.get("RAY_ADDRESS")
-    if not previous:
-        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-    try:
-        yield
-    finally:
-        if not previous:
-            os.environ.pop("RAY_ADDRESS", None)
+        return XGBoostTrainer(worker_main, **common)
+    return _ray_compat.DataParallelTrainer(worker_main, backend_config=GenericBackendConfig(),
+                                           **common)
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -406,107 +379,3 @@ def _root_cause(exc: BaseException) -> str:
     while seen.__cause__ is not None:
         seen = seen.__cause__
     return f"{type(seen).__name__}: {seen}"
-
-
-def _finish(job, run, ray_result, model_dir: str, flavor: str, duration: float) -> "TrainResult":
-    import fsspec
-
-    model_uri = None
-    fs, root = fsspec.core.url_to_fs(model_dir)
-    if fs.exists(root):
-        # The worker saved a complete MLflow model (flavor, signature, example, requirements);
-        # it is logged as it is, so the driver never loads the framework's model.
-        from mlflow.models import Model
-
-        with tempfile.TemporaryDirectory(prefix="raymlp-model-") as d:
-            local = download_dir(model_dir, Path(d) / MODEL_DIR)
-            run.log_artifact(local, MODEL_DIR)
-            # The loop may have chosen a flavor of its own in ctx.log_model.
-            native = [f for f in Model.load(str(local)).flavors if f != "python_function"]
-            flavor = native[0] if native else "pyfunc"
-        model_uri = f"runs:/{run.run_id}/{MODEL_DIR}"
-    kept = [c for c, _ in (ray_result.best_checkpoints or [])]
-    for ckpt in kept:
-        with ckpt.as_directory() as d:
-            run.log_artifact(d, f"checkpoints/{Path(ckpt.path).name}")
-    run.log_metrics({"raymlp.duration_s": duration})
-    run.set_tags({"raymlp.model_uri": model_uri or ""})
-    history = _history(run.run_id)
-    best = None
-    if job.checkpointing.score and ray_result.best_checkpoints:
-        best = ray_result.get_best_checkpoint(job.checkpointing.score, job.checkpointing.mode)
-    elif kept:
-        best = kept[-1]
-    return TrainResult(
-        metrics=history[-1] if history else {}, history=history,
-        checkpoint=ray_result.checkpoint, best_checkpoint=best, checkpoints=kept,
-        run_id=run.run_id, model_uri=model_uri, path=ray_result.path, duration_s=duration,
-        flavor=flavor)
-
-
-def _history(run_id: str) -> list[dict[str, float]]:
-    """Per-epoch metrics; an epoch run twice (after a restart) keeps its latest values."""
-    from raymlp.tracking import _store
-
-    keys = [k for k in _store.get_run(run_id).data.metrics if not k.startswith("raymlp.")]
-    by_step: dict[int, dict[str, float]] = {}
-    for key in keys:
-        for step, value in _store.metric_history(run_id, key):
-            by_step.setdefault(step, {})[key] = value
-    return [by_step[s] for s in sorted(by_step)]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainResult:
-    """What a finished job left behind.
-
-    Attributes:
-        metrics: the last epoch's metrics (rank 0).
-        history: per-epoch metrics, oldest first.
-        checkpoint: the latest checkpoint (a ``ray.train.Checkpoint``), or None.
-        best_checkpoint: the best by ``Checkpointing.score``, else the latest.
-        checkpoints: every checkpoint kept.
-        run_id: the job's MLflow run.
-        model_uri: the logged model's URI (None when the loop logged no model).
-        path: the job's storage folder.
-        duration_s: wall time of the training itself.
-        flavor: the model's MLflow flavor.
-    """
-
-    metrics: dict
-    history: list
-    checkpoint: Any
-    best_checkpoint: Any
-    checkpoints: list
-    run_id: str
-    model_uri: str | None
-    path: str
-    duration_s: float
-    flavor: str
-
-    def register(self, name: str, alias: str | None = None, *, tags: Mapping[str, Any] | None = None):
-        """Register the model as a new version of ``name`` (and point ``alias`` at it).
-
-        Returns:
-            ModelVersion: the new version; ``models:/name@alias`` loads it.
-        """
-        from raymlp.tracking import _store
-
-        if not self.model_uri:
-            raise JobError("this job logged no model: call ctx.log_model(model, input_example) "
-                           "at the end of the training loop")
-        return _store.register_model(self.model_uri, name, alias=alias, tags=tags)
-
-    def load_model(self, flavor: str | None = None):
-        """Load the logged model, natively (default) or as ``"pyfunc"``."""
-        from raymlp.tracking import _store
-
-        if not self.model_uri:
-            raise JobError("this job logged no model")
-        return _store.load_model(self.model_uri, flavor=flavor or self.flavor)
-
-    def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td>{k}</td><td>{v:.4g}</td></tr>" for k, v in self.metrics.items())
-        return (f"<b>TrainResult</b> run <code>{self.run_id}</code>, {len(self.history)} epochs "
-                f"in {self.duration_s:.1f} s, model <code>{self.model_uri}</code>"
-                f"<table>{rows}</table>")

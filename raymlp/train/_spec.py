@@ -1,26 +1,28 @@
-"""Training job specs: frozen, keyword-only dataclasses checked in ``__post_init__``."""
+"""Training job specs: frozen, keyword-only dataclasses whose construction checks values only.
+
+Every check goes through :mod:`raymlp._spec`, so a bad value gets the same
+:class:`~raymlp.errors.SpecError` here as in a serving or cluster spec. What needs the runtime or
+the user's code at work (pickling the loop to ship it, the cluster's resources, installed
+frameworks) is checked by :func:`check_runtime` when the job runs, still before any Ray work.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, Mapping
 
+from raymlp import _spec
 from raymlp.errors import SpecError
+from raymlp.train import _job
+from raymlp.train._backend import Backend
 
 FRAMEWORKS = ("torch", "tensorflow", "xgboost", "generic")
 TORCH_BACKENDS = ("nccl", "gloo")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-
-
-def _number(owner: str, name: str, value: Any, *, minimum: float, integer: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if not ok or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise SpecError(f"{owner}.{name} must be {kind} >= {minimum:g}, got {name}={value!r}",
-                        field=f"{owner}.{name}", value=value)
+# The flavor a job's final model is saved with when the loop names none (raymlp.tracking's names).
+DEFAULT_FLAVOR = {"torch": "torch", "tensorflow": "tensorflow", "xgboost": "xgboost",
+                  "generic": "pyfunc"}
+_FIELD_OF_RESOURCE = {"CPU": "cpus", "GPU": "gpus", "memory": "memory"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -29,54 +31,52 @@ class Scaling:
 
     Args:
         workers: number of training workers (>= 1).
-        cpus_per_worker: CPUs reserved per worker.
-        gpus_per_worker: GPUs per worker (fractions allowed); > 0 selects NCCL for torch.
-        memory_per_worker: bytes of memory reserved per worker (None: no reservation).
-        resources_per_worker: custom Ray resources per worker, e.g. ``{"TPU": 4}``.
+        cpus: CPUs reserved per worker.
+        gpus: GPUs per worker (fractions allowed); > 0 selects NCCL for torch.
+        memory: bytes of memory reserved per worker (None: no reservation).
+        resources: custom Ray resources per worker, e.g. ``{"TPU": 4}``.
         placement_strategy: one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD.
 
     Example:
-        >>> Scaling(workers=4, gpus_per_worker=1)
+        >>> Scaling(workers=4, gpus=1)
     """
 
     workers: int = 2
-    cpus_per_worker: float = 1
-    gpus_per_worker: float = 0
-    memory_per_worker: int | None = None
-    resources_per_worker: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    cpus: float = 1
+    gpus: float = 0
+    memory: int | None = None
+    resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
     placement_strategy: str = "PACK"
 
     def __post_init__(self) -> None:
-        _number("Scaling", "workers", self.workers, minimum=1, integer=True)
-        _number("Scaling", "cpus_per_worker", self.cpus_per_worker, minimum=0)
-        _number("Scaling", "gpus_per_worker", self.gpus_per_worker, minimum=0)
-        if self.memory_per_worker is not None:
-            _number("Scaling", "memory_per_worker", self.memory_per_worker, minimum=1, integer=True)
-        if not isinstance(self.resources_per_worker, Mapping):
-            raise SpecError("Scaling.resources_per_worker must be a mapping of resource name to "
-                            f"amount, got {self.resources_per_worker!r}",
-                            field="Scaling.resources_per_worker", value=self.resources_per_worker)
-        for key, amount in self.resources_per_worker.items():
-            if key in ("CPU", "GPU", "memory"):
-                raise SpecError(f"Scaling.resources_per_worker[{key!r}]: use the "
-                                f"{'cpus' if key == 'CPU' else 'gpus' if key == 'GPU' else 'memory'}"
-                                "_per_worker field instead",
-                                field=f"Scaling.resources_per_worker.{key}", value=amount)
-            _number("Scaling", f"resources_per_worker[{key!r}]", amount, minimum=0)
-        if self.placement_strategy not in PLACEMENT_STRATEGIES:
-            raise SpecError(f"Scaling.placement_strategy must be one of {list(PLACEMENT_STRATEGIES)}, "
-                            f"got {self.placement_strategy!r}",
-                            field="Scaling.placement_strategy", value=self.placement_strategy)
+        _spec.integer("Scaling.workers", self.workers, minimum=1)
+        _spec.number("Scaling.cpus", self.cpus, minimum=0)
+        _spec.number("Scaling.gpus", self.gpus, minimum=0)
+        _spec.integer("Scaling.memory", self.memory, minimum=1, optional=True)
+        _spec.mapping("Scaling.resources", self.resources)
+        for key, amount in self.resources.items():
+            field = f"Scaling.resources[{key!r}]"
+            if key in _FIELD_OF_RESOURCE:
+                raise _spec.fail(field, amount, "a custom resource (set "
+                                 f"Scaling.{_FIELD_OF_RESOURCE[key]} for {key!r} instead)")
+            _spec.number(field, amount, minimum=0)
+        _spec.choice("Scaling.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
 
     def per_worker(self) -> dict[str, float]:
         """The Ray resources one worker asks for."""
-        res = {"CPU": float(self.cpus_per_worker)}
-        if self.gpus_per_worker:
-            res["GPU"] = float(self.gpus_per_worker)
-        if self.memory_per_worker:
-            res["memory"] = float(self.memory_per_worker)
-        res.update({k: float(v) for k, v in self.resources_per_worker.items()})
+        res = {"CPU": float(self.cpus)}
+        if self.gpus:
+            res["GPU"] = float(self.gpus)
+        if self.memory:
+            res["memory"] = float(self.memory)
+        res.update({k: float(v) for k, v in self.resources.items()})
         return res
+
+    def field_of(self, resource: str) -> str:
+        """The spec field that asks for Ray resource ``resource`` (``"GPU"`` -> ``Scaling.gpus``)."""
+        if resource in _FIELD_OF_RESOURCE:
+            return f"Scaling.{_FIELD_OF_RESOURCE[resource]}"
+        return f"Scaling.resources[{resource!r}]"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -97,34 +97,159 @@ class Checkpointing:
     mode: str = "max"
 
     def __post_init__(self) -> None:
-        _number("Checkpointing", "every", self.every, minimum=1, integer=True)
-        if self.keep is not None:
-            _number("Checkpointing", "keep", self.keep, minimum=1, integer=True)
-        if self.mode not in ("max", "min"):
-            raise SpecError(f"Checkpointing.mode must be 'max' or 'min', got {self.mode!r}",
-                            field="Checkpointing.mode", value=self.mode)
-        if self.score is not None and not (isinstance(self.score, str) and self.score):
-            raise SpecError(f"Checkpointing.score must be a metric name, got {self.score!r}",
-                            field="Checkpointing.score", value=self.score)
+        _spec.integer("Checkpointing.every", self.every, minimum=1)
+        _spec.integer("Checkpointing.keep", self.keep, minimum=1, optional=True)
+        _spec.string("Checkpointing.score", self.score, optional=True, allowed="a metric name")
+        _spec.choice("Checkpointing.mode", self.mode, ("max", "min"))
 
 
-def check_loop(loop: Callable[..., Any]) -> None:
-    """A loop must be callable and picklable, since Ray ships it to every worker."""
-    if not callable(loop):
-        raise SpecError(f"TrainJob.loop must be a callable taking the train context, got {loop!r}",
-                        field="TrainJob.loop", value=loop)
-    from ray import cloudpickle
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainJob:
+    """A distributed training job: the loop, the framework, the workers, and its bookkeeping.
 
-    from raymlp._pickling import ship_by_value
+    Building one checks values only; :meth:`run` checks what needs the runtime (the loop can be
+    pickled, the cluster can hold the workers) before any Ray work, then trains.
 
-    ship_by_value(loop)
-    try:
-        cloudpickle.dumps(loop)
-    except Exception as exc:  # the pickler raises many kinds of errors
-        name = getattr(loop, "__qualname__", repr(loop))
-        raise SpecError(
-            f"TrainJob.loop {name} cannot be pickled to send it to the workers: {exc}. "
-            "Capture only picklable objects (no open files, sockets, generators or live clients); "
-            "create those inside the loop.",
-            field="TrainJob.loop", value=name,
-        ) from exc
+    Args:
+        loop: ``loop(ctx: TrainContext)``, run in every worker. It must be picklable.
+        framework: ``"torch"`` (DistributedDataParallel), ``"tensorflow"``
+            (MultiWorkerMirroredStrategy), ``"xgboost"`` (distributed), or ``"generic"`` with a
+            :class:`Backend` of your own.
+        scaling: workers and resources per worker.
+        config: hyperparameters and settings handed to the loop as ``ctx.config``; logged as
+            the run's params.
+        backend: torch: ``"nccl"`` or ``"gloo"`` (default: NCCL when workers have GPUs, Gloo
+            otherwise); generic: a :class:`Backend` instance.
+        checkpointing: checkpoint cadence and retention.
+        max_failures: restarts allowed after a worker failure (-1: unlimited); each resumes from
+            the latest checkpoint.
+        name: the job's name (MLflow run name and storage folder prefix).
+        experiment: MLflow experiment (default: the parent run's, else the configured one).
+        storage: root for checkpoints and the model: a path or any fsspec URL (default: the
+            configured storage root).
+        datasets: Ray Datasets, sharded across workers (``ctx.dataset(name)``). Python only: a
+            job file cannot hold a dataset.
+        data_hash: digest of the training data (see :func:`raymlp.tracking.data_hash`); when
+            set, the run records the data as an MLflow dataset input (``data_name``,
+            ``data_hash``, ``data_source``) for lineage.
+        data_name: the dataset input's name.
+        data_source: where the data came from (a URI or path), recorded with the input.
+        flavor: the MLflow flavor of the final model (default: the framework's).
+        tags: extra MLflow run tags.
+        wait_for_resources: wait for an autoscaler when the workers do not fit the cluster now,
+            instead of failing at once.
+
+    Example:
+        >>> job = TrainJob(loop=loop, framework="torch", scaling=Scaling(workers=2),
+        ...                config={"lr": 0.01, "epochs": 5})
+        >>> result = job.run(timeout_s=3600)
+        >>> result.register("digits", alias="champion")
+    """
+
+    loop: Callable[..., Any]
+    framework: str = "torch"
+    scaling: Scaling = dataclasses.field(default_factory=Scaling)
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    backend: str | Backend | None = None
+    checkpointing: Checkpointing = dataclasses.field(default_factory=Checkpointing)
+    max_failures: int = 0
+    name: str = "train"
+    experiment: str | None = None
+    storage: str | None = None
+    datasets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data_hash: str | None = None
+    data_name: str = "train"
+    data_source: str | None = None
+    flavor: str | None = None
+    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    wait_for_resources: bool = False
+
+    def __post_init__(self) -> None:
+        if not callable(self.loop):
+            raise _spec.fail("TrainJob.loop", self.loop, "a callable taking the train context")
+        _spec.choice("TrainJob.framework", self.framework, FRAMEWORKS)
+        _spec.instance("TrainJob.scaling", self.scaling, Scaling, what="raymlp.train.Scaling")
+        _spec.instance("TrainJob.checkpointing", self.checkpointing, Checkpointing,
+                       what="raymlp.train.Checkpointing")
+        _spec.mapping("TrainJob.config", self.config)
+        _spec.integer("TrainJob.max_failures", self.max_failures, minimum=-1)
+        _spec.string("TrainJob.name", self.name)
+        _spec.string("TrainJob.experiment", self.experiment, optional=True)
+        _spec.string("TrainJob.storage", self.storage, optional=True,
+                     allowed="a path or fsspec URL")
+        _spec.mapping("TrainJob.datasets", self.datasets)
+        _spec.string("TrainJob.data_hash", self.data_hash, optional=True)
+        _spec.string("TrainJob.data_name", self.data_name)
+        _spec.string("TrainJob.data_source", self.data_source, optional=True)
+        if self.flavor is not None:
+            from raymlp import tracking
+
+            tracking.flavor(self.flavor, field="TrainJob.flavor")
+        _spec.mapping("TrainJob.tags", self.tags)
+        _spec.boolean("TrainJob.wait_for_resources", self.wait_for_resources)
+        self._check_backend()
+
+    def _check_backend(self) -> None:
+        b = self.backend
+        if self.framework == "generic":
+            _spec.instance("TrainJob.backend", b, Backend,
+                           what="a raymlp.train.Backend instance (framework='generic')")
+        elif self.framework == "torch":
+            _spec.choice("TrainJob.backend", b, TORCH_BACKENDS, optional=True)
+            if b == "nccl" and not self.scaling.gpus:
+                raise _spec.fail("TrainJob.backend", b,
+                                 "'gloo' or None without GPUs ('nccl' needs Scaling.gpus > 0)")
+        elif b is not None:
+            raise _spec.fail("TrainJob.backend", b,
+                             f"None for framework={self.framework!r} (a backend applies to "
+                             "'torch' and 'generic')")
+
+    @property
+    def resolved_backend(self) -> str:
+        """The communication backend the job uses (``nccl``/``gloo`` for torch)."""
+        if self.framework == "torch":
+            return self.backend or ("nccl" if self.scaling.gpus else "gloo")
+        if self.framework == "generic":
+            return getattr(self.backend, "name", "generic")
+        return {"tensorflow": "MultiWorkerMirroredStrategy", "xgboost": "rabit"}[self.framework]
+
+    @property
+    def resolved_flavor(self) -> str:
+        """The flavor the final model is saved with unless the loop names one."""
+        return self.flavor or DEFAULT_FLAVOR[self.framework]
+
+    def params(self) -> dict[str, Any]:
+        """What the MLflow run records as params."""
+        s = self.scaling
+        return {
+            **dict(self.config),
+            "raymlp.framework": self.framework,
+            "raymlp.backend": self.resolved_backend,
+            "raymlp.workers": s.workers,
+            "raymlp.cpus": s.cpus,
+            "raymlp.gpus": s.gpus,
+            "raymlp.max_failures": self.max_failures,
+            "raymlp.checkpoint_every": self.checkpointing.every,
+        }
+
+    def run(self, *, parent_run_id: str | None = None, timeout_s: float | None = None):
+        """Run the job to completion on Ray (started or connected by :func:`raymlp.init`).
+
+        Shows progress (one line per reported epoch) and ends with a summary.
+
+        Args:
+            parent_run_id: nest the job's MLflow run under this run (e.g. a tuning study's).
+            timeout_s: stop the job when training runs longer than this many seconds.
+
+        Returns:
+            TrainResult: metrics, checkpoints, the MLflow run id and the model URI.
+
+        Raises:
+            SpecError: the loop (or backend) cannot be shipped to the workers.
+            ResourceError: the workers can never fit on the cluster (raised before any work).
+            raymlp.errors.TimeoutError: ``timeout_s`` ran out; the workers are released and the
+                run ends KILLED with the tag ``raymlp.timed_out``.
+            JobError: training failed (after ``max_failures`` restarts).
+        """
+        return _job.run(self, parent_run_id=parent_run_id, timeout_s=timeout_s)
+

@@ -14,6 +14,8 @@ import logging
 import ray
 from ray.train.backend import Backend, BackendConfig
 
+from raymlp import _ray_compat
+
 logger = logging.getLogger(__name__)
 
 _SHUTDOWN_TIMEOUT_S = 30
@@ -36,9 +38,7 @@ class TorchBackendConfig(BackendConfig):
 
     @property
     def framework(self):
-        from ray.train.v2._internal.util import TrainingFramework
-
-        return TrainingFramework.TORCH
+        return _ray_compat.TrainingFramework.TORCH
 
     def to_dict(self) -> dict:
         return {"backend": self.backend, "init_method": "tcp", "timeout_s": self.timeout_s}
@@ -46,36 +46,28 @@ class TorchBackendConfig(BackendConfig):
 
 @contextlib.contextmanager
 def _device_context():
-    from ray.train.torch.config import TorchConfigContextManager
-
-    with TorchConfigContextManager():
+    with _ray_compat.torch_config.context_manager():
         yield
 
 
 def _setup_worker(backend: str, world_rank: int, world_size: int, init_method: str,
                   timeout_s: int) -> None:
-    from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group
-
-    _set_torch_distributed_env_vars()
-    _setup_torch_process_group(backend=backend, world_rank=world_rank, world_size=world_size,
-                               init_method=init_method, timeout_s=timeout_s)
+    _ray_compat.torch_config.set_distributed_env_vars()
+    _ray_compat.torch_config.setup_process_group(backend=backend, world_rank=world_rank,
+                                                 world_size=world_size, init_method=init_method,
+                                                 timeout_s=timeout_s)
 
 
 def _shutdown_worker(destroy_process_group: bool) -> None:
-    from ray.train.torch.config import _shutdown_torch
-
-    _shutdown_torch(destroy_process_group=destroy_process_group)
+    _ray_compat.torch_config.shutdown(destroy_process_group=destroy_process_group)
 
 
 class _TorchBackend(Backend):
     share_cuda_visible_devices: bool = True
 
     def on_start(self, worker_group, backend_config: TorchBackendConfig) -> None:
-        from ray._common.network_utils import build_address
-        from ray.train._internal.utils import get_address_and_port
-
-        addr, port = worker_group.execute_single(0, get_address_and_port)
-        url = f"tcp://{build_address(addr, port)}"
+        addr, port = worker_group.execute_single(0, _ray_compat.address_and_port)
+        url = f"tcp://{_ray_compat.build_address(addr, port)}"
         ray.get([
             worker_group.execute_single_async(
                 rank, _setup_worker, backend=backend_config.backend, world_rank=rank,

@@ -40,7 +40,7 @@ def test_render_of_an_invalid_spec_exits_2_with_the_field(cli, tmp_path):
     spec_file = tmp_path / "bad.py"
     spec_file.write_text("from raymlp.cluster import WorkerGroup\nWorkerGroup(name='g', replicas=-3)\n")
     code, out, err = cli("cluster", "render", str(spec_file))
-    assert (code, out) == (2, "") and "WorkerGroup.replicas must be an integer >= 0, got -3" in err
+    assert (code, out) == (2, "") and "WorkerGroup.replicas must be an integer >= 0, got replicas=-3" in err
 
 
 def test_validate_exits_0_and_skips_other_kinds(cli, tmp_path):
@@ -73,9 +73,10 @@ def test_validate_of_a_missing_or_broken_file_exits_2(cli, tmp_path):
     assert code == 2 and "not valid YAML" in err
 
 
-def test_submit_without_entrypoint_or_address_is_a_clear_error(cli, monkeypatch):
+def test_submit_without_entrypoint_or_address_is_a_clear_error(cli, monkeypatch, tmp_path):
     from raymlp import _config
 
+    monkeypatch.setenv("RAYMLP_HOME", str(tmp_path))  # a home without a managed local head
     monkeypatch.delenv("RAYMLP_RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     _config.reset()
@@ -83,6 +84,8 @@ def test_submit_without_entrypoint_or_address_is_a_clear_error(cli, monkeypatch)
         code, _, err = cli("submit", "--address", "http://127.0.0.1:9", "--")
         assert code == 2 and "no entrypoint" in err
         code, _, err = cli("submit", "--", "python", "x.py")
-        assert code == 2 and "pass --address" in err
+        assert code == 2 and "pass --address" in err and "raymlp up" in err
+        code, _, err = cli("submit", "--dashboard", "http://127.0.0.1:9", "--env", "NOEQUALS", "--", "python", "x.py")
+        assert code == 2 and "--env takes KEY=VALUE, got 'NOEQUALS'" in err
     finally:
         _config.reset()

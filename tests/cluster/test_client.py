@@ -1,40 +1,99 @@
 """KubeRayClient against a local stand-in of the Kubernetes API server.
 
-No live Kubernetes cluster can run here, so these tests drive the official ``kubernetes``
-client against a small threaded HTTP server that implements the API surface the client uses:
-``ray.io/v1`` custom objects (POST create, GET, PATCH merge-patch, DELETE) for rayclusters,
-rayjobs and rayservices, and core/v1 pod list + pod log. The test itself plays the KubeRay
-operator by setting ``status`` on the stored objects. What this proves: the client sends valid
-manifests, creates then patches on a second apply, decodes API errors, follows status
-transitions to the terminal state and reports a failed RayJob's reason. What it does not
-prove: behaviour of a real API server (admission, RBAC, server-side defaulting) or operator.
+A mock, allowed here only because no Kubernetes cluster can run on this machine: these tests
+drive the official ``kubernetes`` client against a small threaded HTTP server that implements
+the API surface the client uses: ``ray.io/v1`` custom objects (server-side apply PATCH, GET,
+DELETE) for rayclusters, rayjobs and rayservices, and core/v1 pod list + pod log. Its
+server-side apply keeps the API server's semantics that matter here: ``managedFields`` record
+which manager owns which fields; a field the manager set before and omits now is removed; a
+field another manager owns is a 409 conflict unless ``force=true``; ``dryRun=All`` persists
+nothing. Lists are atomic (owned as a whole). The test itself plays the KubeRay operator by
+setting ``status`` on the stored objects. What this proves: the client sends valid manifests
+as server-side applies with raymlp's field manager, decodes API errors, follows status
+transitions to the terminal state and reports a failed RayJob's reason. What it does not prove:
+behaviour of a real API server (admission, RBAC, defaulting, list merge keys) or operator.
 """
 
 from __future__ import annotations
 
+import builtins
+import copy
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
-from raymlp.cluster import KubeRayClient, KubernetesError, RayClusterSpec, RayJobSpec, WorkerGroup
+import raymlp.errors
+from raymlp.cluster import (
+    ClusterResource,
+    KubeRayClient,
+    KubernetesError,
+    RayClusterSpec,
+    RayJobSpec,
+    WorkerGroup,
+)
 from raymlp.errors import JobError, SpecError
 
+_UNTRACKED = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace"),
+              ("metadata", "managedFields"), ("metadata", "resourceVersion"), ("metadata", "generation")}
 
-def _merge(target, patch):
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = _merge(out.get(k), v)
+
+def _leaves(obj, prefix=()):
+    """The field paths an applied configuration sets (lists are atomic, as leaves)."""
+    if prefix in _UNTRACKED or prefix[:1] == ("status",):
+        return set()
+    if isinstance(obj, dict) and obj:
+        return set().union(*(_leaves(v, (*prefix, k)) for k, v in obj.items()))
+    return {prefix} if prefix else set()
+
+
+def _get(obj, path):
+    for part in path:
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _remove(obj, path):
+    node = obj
+    for part in path[:-1]:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    node.pop(path[-1], None)
+    for depth in range(len(path) - 1, 0, -1):  # drop the maps the removal emptied
+        parent = _get(obj, path[:depth - 1]) if depth > 1 else obj
+        if isinstance(parent, dict) and parent.get(path[depth - 1]) == {}:
+            del parent[path[depth - 1]]
+
+
+def _merge(target, config):
+    if not isinstance(config, dict) or not isinstance(target, dict):
+        return copy.deepcopy(config)
+    out = dict(target)
+    for k, v in config.items():
+        out[k] = _merge(out.get(k), v)
     return out
+
+
+def _fields_v1(paths):
+    out = {}
+    for path in sorted(paths):
+        node = out
+        for part in path:
+            node = node.setdefault(f"f:{part}", {})
+    return out
+
+
+def _paths(fields, prefix=()):
+    if not fields:
+        return {prefix} if prefix else set()
+    return set().union(*(_paths(v, (*prefix, k[2:])) for k, v in fields.items()))
 
 
 class FakeApiServer:
@@ -42,7 +101,7 @@ class FakeApiServer:
 
     def __init__(self):
         self.objects: dict[tuple[str, str, str], dict] = {}
-        self.requests: list[tuple[str, str, str]] = []  # (method, path, content-type)
+        self.requests: list[tuple[str, str, str, dict]] = []  # (method, path, content-type, query)
         self.status_script: dict[tuple[str, str, str], list[dict]] = {}
         self.pods: dict[str, list[dict]] = {}
         self.logs: dict[str, str] = {}
@@ -67,19 +126,19 @@ class FakeApiServer:
 
             def _body(self):
                 n = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(n) or b"null")
+                return yaml.safe_load(self.rfile.read(n) or b"null")  # JSON is YAML too
 
             def _route(self, method):
                 url = urlsplit(self.path)
                 parts = url.path.strip("/").split("/")
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 with server.lock:
-                    server.requests.append((method, url.path, self.headers.get("Content-Type", "")))
+                    server.requests.append((method, url.path, self.headers.get("Content-Type", ""), query))
                     if parts[:3] == ["apis", "ray.io", "v1"] and parts[3] == "namespaces":
-                        return self._custom(method, parts[4], parts[5], parts[6] if len(parts) > 6 else None)
+                        return self._custom(method, parts[4], parts[5], parts[6] if len(parts) > 6 else None, query)
                     if parts[:2] == ["api", "v1"] and parts[4] == "pods":
                         if len(parts) == 5:
-                            selector = parse_qs(url.query).get("labelSelector", [""])[0]
-                            job = selector.partition("job-name=")[2]
+                            job = query.get("labelSelector", "").partition("job-name=")[2]
                             return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {},
                                                     "items": server.pods.get(job, [])})
                         if len(parts) == 7 and parts[6] == "log":
@@ -88,18 +147,12 @@ class FakeApiServer:
                             return self._send(200, server.logs[parts[5]], "text/plain")
                     return self._status(404, "NotFound", f"no route {url.path}")
 
-            def _custom(self, method, ns, plural, name):
-                if plural not in ("rayclusters", "rayjobs", "rayservices"):
+            def _custom(self, method, ns, plural, name, query):
+                if plural not in ("rayclusters", "rayjobs", "rayservices") or name is None:
                     return self._status(404, "NotFound", f"the server could not find {plural}")
-                if method == "POST":
-                    body = self._body()
-                    key = (plural, ns, body["metadata"]["name"])
-                    if key in server.objects:
-                        return self._status(409, "AlreadyExists", f'{plural}.ray.io "{key[2]}" already exists')
-                    body["metadata"].update(namespace=ns, resourceVersion="1", generation=1)
-                    server.objects[key] = body
-                    return self._send(201, body)
                 key = (plural, ns, name)
+                if method == "PATCH":
+                    return self._apply(key, query)
                 if key not in server.objects:
                     return self._status(404, "NotFound", f'{plural}.ray.io "{name}" not found')
                 obj = server.objects[key]
@@ -108,24 +161,52 @@ class FakeApiServer:
                     if script:  # the "operator" moves the object one step per read
                         obj["status"] = script.pop(0)
                     return self._send(200, obj)
-                if method == "PATCH":
-                    ctype = self.headers.get("Content-Type", "")
-                    if "merge-patch" not in ctype:
-                        return self._status(415, "UnsupportedMediaType", f"unsupported patch type {ctype}")
-                    new = _merge(obj, self._body())
-                    new["metadata"]["generation"] = obj["metadata"]["generation"] + (new["spec"] != obj["spec"])
-                    server.objects[key] = new
-                    return self._send(200, new)
                 if method == "DELETE":
                     del server.objects[key]
                     return self._send(200, {"kind": "Status", "status": "Success"})
                 return self._status(405, "MethodNotAllowed", method)
 
+            def _apply(self, key, query):
+                ctype = self.headers.get("Content-Type", "")
+                if ctype != "application/apply-patch+yaml":
+                    return self._status(415, "UnsupportedMediaType", f"only server-side apply here, got {ctype}")
+                manager = query.get("fieldManager")
+                if not manager:
+                    return self._status(400, "BadRequest", "fieldManager is required for apply patch")
+                config = self._body()
+                if config["metadata"]["name"] != key[2]:
+                    return self._status(400, "BadRequest", "the name of the object does not match the URL")
+                old = server.objects.get(key)
+                owners = {m["manager"]: _paths(m["fieldsV1"]) for m in
+                          (old or {}).get("metadata", {}).get("managedFields", [])}
+                mine_before = owners.pop(manager, set())
+                mine = _leaves(config)
+                conflicts = sorted(".".join(p) for other in owners.values() for p in other & mine
+                                   if _get(old, p) != _get(config, p))
+                if conflicts and query.get("force") != "true":
+                    return self._status(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): "
+                                        f"conflicts with another manager using {', '.join(conflicts)}")
+                for other in owners.values():
+                    other -= mine  # forced, or the same value: the field is shared or taken over
+                new = copy.deepcopy(old) if old else {}
+                for path in mine_before - mine:
+                    if not any(path in other for other in owners.values()):
+                        _remove(new, path)
+                new = _merge(new, config)
+                meta = new["metadata"]
+                meta.update(namespace=key[1], resourceVersion=str(int((old or {}).get("metadata", {})
+                                                                   .get("resourceVersion", "0")) + 1))
+                generation = (old or {}).get("metadata", {}).get("generation", 0)
+                meta["generation"] = generation + (old is None or new.get("spec") != old.get("spec"))
+                owners[manager] = mine
+                meta["managedFields"] = [{"manager": m, "operation": "Apply", "fieldsType": "FieldsV1",
+                                          "fieldsV1": _fields_v1(p)} for m, p in owners.items() if p]
+                if query.get("dryRun") != "All":
+                    server.objects[key] = new
+                return self._send(201 if old is None else 200, new)
+
             def do_GET(self):
                 self._route("GET")
-
-            def do_POST(self):
-                self._route("POST")
 
             def do_PATCH(self):
                 self._route("PATCH")
@@ -169,23 +250,69 @@ def _job(**overrides):
     return RayJobSpec(**fields)
 
 
-def test_apply_creates_then_patches_on_a_second_apply(api, kuberay):
-    action, obj = kuberay.apply(_job())
-    assert action == "created" and obj["metadata"]["namespace"] == "team-a"
+def test_apply_creates_then_updates_with_server_side_apply(api, kuberay):
+    job = kuberay.apply(_job())
+    assert isinstance(job, ClusterResource)
+    assert (job.kind, job.name, job.namespace, job.action, job.dry_run) == ("RayJob", "train", "team-a", "created", False)
+    assert str(job) == "rayjob.ray.io/train created"
     stored = api.objects[("rayjobs", "team-a", "train")]
     assert stored["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 2
+    assert [m["manager"] for m in stored["metadata"]["managedFields"]] == ["raymlp"]
 
-    action, obj = kuberay.apply(_job(cluster=RayClusterSpec(workers=[WorkerGroup(name="cpu", replicas=3)])))
-    assert action == "configured"
+    again = kuberay.apply(_job(cluster=RayClusterSpec(workers=[WorkerGroup(name="cpu", replicas=3)])))
+    assert again.action == "configured"
     stored = api.objects[("rayjobs", "team-a", "train")]
     assert stored["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 3
     assert stored["metadata"]["generation"] == 2
-    methods = [(m, p) for m, p, _ in api.requests]
-    assert methods == [
-        ("POST", "/apis/ray.io/v1/namespaces/team-a/rayjobs"),
-        ("POST", "/apis/ray.io/v1/namespaces/team-a/rayjobs"),
-        ("PATCH", "/apis/ray.io/v1/namespaces/team-a/rayjobs/train"),
-    ]
+    assert [(m, p, c, q) for m, p, c, q in api.requests] == [
+        ("PATCH", "/apis/ray.io/v1/namespaces/team-a/rayjobs/train", "application/apply-patch+yaml",
+         {"fieldManager": "raymlp", "force": "false"}),
+    ] * 2
+
+
+def test_a_field_dropped_from_the_spec_disappears_on_reapply(api, kuberay):
+    kuberay.apply(_job(active_deadline_s=3600, env_vars={"SEED": 1}, labels={"team": "a"}))
+    key = ("rayjobs", "team-a", "train")
+    api.objects[key]["status"] = {"jobDeploymentStatus": "Running"}  # the operator's, not raymlp's
+    assert api.objects[key]["spec"]["activeDeadlineSeconds"] == 3600
+    kuberay.apply(_job())
+    stored = api.objects[key]
+    assert "activeDeadlineSeconds" not in stored["spec"]
+    assert "runtimeEnvYAML" not in stored["spec"]
+    assert "team" not in stored["metadata"]["labels"]
+    assert stored["spec"]["entrypoint"] == "python train.py"
+    assert stored["status"] == {"jobDeploymentStatus": "Running"}
+
+
+def test_dry_run_all_leaves_nothing_on_the_cluster(api, kuberay, cli):
+    dry = kuberay.apply(_job(), dry_run="All")
+    assert (dry.action, dry.dry_run) == ("created", True)
+    assert dry.object["spec"]["entrypoint"] == "python train.py"  # what would be stored
+    assert api.objects == {}
+    assert api.requests[-1][3]["dryRun"] == "All"
+    kuberay.apply(_job())
+    before = copy.deepcopy(api.objects)
+    changed = kuberay.apply(_job(backoff_limit=3), dry_run=True)
+    assert changed.action == "configured" and changed.object["spec"]["backoffLimit"] == 3
+    assert api.objects == before
+    with pytest.raises(SpecError, match="dry_run must be None or one of \\['All'\\]"):
+        kuberay.apply(_job(), dry_run="Everything")
+
+
+def test_a_field_another_manager_owns_is_a_conflict_unless_forced(api, kuberay):
+    kuberay.apply(_job())
+    # Someone else (kubectl apply --server-side) takes backoffLimit over with another value.
+    kubectl = KubeRayClient(namespace="team-a", api_client=kuberay._custom.api_client)
+    kubectl_manifest = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "train"},
+                        "spec": {"backoffLimit": 2}}
+    kubectl._custom.patch_namespaced_custom_object(
+        "ray.io", "v1", "team-a", "rayjobs", "train", kubectl_manifest, field_manager="kubectl", force=True,
+        _content_type="application/apply-patch+yaml")
+    with pytest.raises(KubernetesError) as info:
+        kuberay.apply(_job(backoff_limit=1))
+    assert info.value.status == 409 and "spec.backoffLimit" in str(info.value)
+    assert kuberay.apply(_job(backoff_limit=1), force=True).action == "configured"
+    assert api.objects[("rayjobs", "team-a", "train")]["spec"]["backoffLimit"] == 1
 
 
 def test_an_invalid_manifest_is_never_sent(api, kuberay):
@@ -198,7 +325,6 @@ def test_an_invalid_manifest_is_never_sent(api, kuberay):
 
 
 def test_wait_follows_a_rayjob_to_success(api, kuberay):
-    kuberay.apply(_job())
     api.status_script[("rayjobs", "team-a", "train")] = [
         {"jobDeploymentStatus": "Initializing"},
         {"jobDeploymentStatus": "Running", "jobStatus": "PENDING"},
@@ -206,7 +332,7 @@ def test_wait_follows_a_rayjob_to_success(api, kuberay):
         {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
     ]
     seen = []
-    final = kuberay.wait("RayJob", "train", timeout=10, poll_s=0.01,
+    final = kuberay.apply(_job()).wait(timeout_s=10, poll_s=0.01,
                          on_change=lambda s: seen.append((s.state, s.job_status)))
     assert (final.state, final.job_status, final.failed) == ("Complete", "SUCCEEDED", False)
     assert seen == [("Initializing", None), ("Running", "PENDING"), ("Running", "RUNNING"),
@@ -221,7 +347,7 @@ def test_wait_reports_a_failed_rayjobs_reason(api, kuberay, cli):
          "message": "Job entrypoint command failed with exit code 1"},
     ]
     with pytest.raises(JobError) as info:
-        kuberay.wait("RayJob", "train", timeout=10, poll_s=0.01)
+        kuberay.wait("RayJob", "train", timeout_s=10, poll_s=0.01)
     assert info.value.cause == "AppFailed"
     assert "AppFailed: Job entrypoint command failed with exit code 1" in str(info.value)
     assert kuberay.status("RayJob", "train").failed
@@ -236,18 +362,31 @@ def test_wait_for_a_raycluster_needs_head_ready_and_provisioned(api, kuberay):
         {"state": "ready", "conditions": [{"type": "HeadPodReady", "status": "True"},
                                           {"type": "RayClusterProvisioned", "status": "True"}]},
     ]
-    final = kuberay.wait("RayCluster", "c1", timeout=10, poll_s=0.01)
+    final = kuberay.wait("RayCluster", "c1", timeout_s=10, poll_s=0.01)
     assert final.ready and final.conditions == {"HeadPodReady": "True", "RayClusterProvisioned": "True"}
     assert api.status_script[("rayclusters", "team-a", "c1")] == []  # all three states were read
 
 
-def test_wait_times_out_with_the_last_state(api, kuberay):
-    kuberay.apply(RayClusterSpec(name="c2"))
+def test_the_handles_wait_raises_raymlps_timeout_error_with_the_last_status(api, kuberay):
+    cluster = kuberay.apply(RayClusterSpec(name="c2"))
     api.objects[("rayclusters", "team-a", "c2")]["status"] = {
         "conditions": [{"type": "HeadPodReady", "status": "False"}]
     }
-    with pytest.raises(TimeoutError, match="HeadPodReady"):
-        kuberay.wait("RayCluster", "c2", timeout=0.2, poll_s=0.05)
+    with pytest.raises(raymlp.errors.TimeoutError) as info:
+        cluster.wait(timeout_s=0.2, poll_s=0.05)
+    assert isinstance(info.value, builtins.TimeoutError)
+    assert info.value.timeout_s == 0.2 and info.value.what == "RayCluster c2 to be ready"
+    assert info.value.last_status.conditions == {"HeadPodReady": "False"}
+    assert "HeadPodReady" in str(info.value)
+
+
+def test_a_failed_raycluster_is_a_kubernetes_error_not_a_job_error(api, kuberay):
+    cluster = kuberay.apply(RayClusterSpec(name="c3"))
+    api.objects[("rayclusters", "team-a", "c3")]["status"] = {"state": "failed", "reason": "HeadPodCrashLoop"}
+    with pytest.raises(KubernetesError, match="RayCluster c3 failed .*HeadPodCrashLoop") as info:
+        cluster.wait(timeout_s=5, poll_s=0.01)
+    assert not isinstance(info.value, JobError)
+    assert cluster.status().failed
 
 
 def test_rayservice_ready_condition(api, kuberay, crd_dir):
@@ -260,20 +399,22 @@ def test_rayservice_ready_condition(api, kuberay, crd_dir):
         {"conditions": [{"type": "Ready", "status": "False", "reason": "Initializing"}]},
         {"conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}]},
     ]
-    assert kuberay.wait("RayService", name, timeout=10, poll_s=0.01).ready
+    assert kuberay.wait("RayService", name, timeout_s=10, poll_s=0.01).ready
 
 
 def test_logs_delete_and_api_errors(api, kuberay):
-    kuberay.apply(_job())
+    job = kuberay.apply(_job())
     api.pods["train"] = [{"metadata": {"name": "train-abc12", "creationTimestamp": "2026-01-01T00:00:00Z"}}]
     api.logs["train-abc12"] = "step 1 loss 0.5\nSUCCEEDED\n"
-    assert kuberay.logs("train") == "step 1 loss 0.5\nSUCCEEDED\n"
+    assert job.logs() == kuberay.logs("train") == "step 1 loss 0.5\nSUCCEEDED\n"
+    with pytest.raises(SpecError, match="kind must be one of \\['RayJob'\\]"):
+        kuberay.apply(RayClusterSpec(name="c4")).logs()
     with pytest.raises(KubernetesError, match="no submitter pod"):
         kuberay.logs("other")
     with pytest.raises(KubernetesError) as info:
         kuberay.status("RayJob", "missing")
     assert info.value.status == 404 and 'rayjobs.ray.io "missing" not found' in str(info.value)
-    assert kuberay.delete("RayJob", "train") is True
+    assert job.delete() is True
     assert kuberay.delete("RayJob", "train") is False
     assert ("rayjobs", "team-a", "train") not in api.objects
 
@@ -293,6 +434,8 @@ def test_cli_apply_status_wait_delete_through_a_kubeconfig(api, cli, tmp_path):
         "job = RayJobSpec(name='cli-job', entrypoint='python x.py', existing_cluster='shared')\n"
     )
     k = ("--kubeconfig", str(kubeconfig))
+    code, out, _ = cli("cluster", "apply", "--dry-run", str(spec_file), *k)
+    assert (code, out.strip(), api.objects) == (0, "rayjob.ray.io/cli-job created (server dry run)", {})
     code, out, _ = cli("cluster", "apply", str(spec_file), *k)
     assert (code, out.strip()) == (0, "rayjob.ray.io/cli-job created")
     code, out, _ = cli("cluster", "render", str(spec_file))
@@ -306,6 +449,12 @@ def test_cli_apply_status_wait_delete_through_a_kubeconfig(api, cli, tmp_path):
     ]
     code, out, err = cli("cluster", "wait", "RayJob", "cli-job", "--poll", "0.01", "--timeout", "10", *k)
     assert code == 1 and "jobStatus=RUNNING" in out and "DeadlineExceeded: activeDeadlineSeconds exceeded" in err
+    api.status_script[("rayjobs", "team-b", "cli-job")] = [{"jobDeploymentStatus": "Running"}] * 100
+    code, _, err = cli("cluster", "wait", "RayJob", "cli-job", "--poll", "0.01", "--timeout", "0.1", *k)
+    assert code == 1 and "timed out after 0.1 s waiting for RayJob cli-job to be finished" in err
+    api.status_script.pop(("rayjobs", "team-b", "cli-job"))
+    api.objects[("rayjobs", "team-b", "cli-job")]["status"] = {
+        "jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "DeadlineExceeded"}
     code, out, _ = cli("cluster", "status", "RayJob", "cli-job", "-o", "json", *k)
     assert code == 1 and json.loads(out)["reason"] == "DeadlineExceeded"
     code, out, _ = cli("cluster", "delete", "RayJob", "cli-job", *k)

@@ -1,4 +1,12 @@
+"""The public surface of raymlp.cluster, and its errors across process boundaries."""
+
+import pickle
+
+import pytest
+
 import raymlp.cluster
+import raymlp.errors
+from raymlp.errors import SpecError
 
 
 def test_public_surface_is_pinned():
@@ -8,6 +16,7 @@ def test_public_surface_is_pinned():
         "GcsFaultTolerance",
         "HeadGroup",
         "KubeRayClient",
+        "ClusterResource",
         "KubernetesError",
         "ResourceStatus",
         "RayClusterSpec",
@@ -20,24 +29,23 @@ def test_public_surface_is_pinned():
         "is_ray_resource",
         "validate_manifest",
         "connect",
+        "dashboard_url",
         "submit_job",
         "follow_job",
         "to_yaml",
     ])
     for name in raymlp.cluster.__all__:
         assert getattr(raymlp.cluster, name) is not None, name
+    # The errors are raymlp.errors' own, re-exported where the cluster API raises them.
+    assert raymlp.cluster.KubernetesError is raymlp.errors.KubernetesError
+    assert raymlp.cluster.JobConnectionError is raymlp.errors.JobConnectionError
 
 
 def test_errors_cross_process_boundaries_intact():
-    import pickle
-
-    from raymlp.errors import SpecError
-
     err = raymlp.cluster.KubernetesError("create failed: HTTP 403", status=403)
     back = pickle.loads(pickle.dumps(err))
     assert (str(back), back.status) == ("create failed: HTTP 403", 403)
-    try:
+    with pytest.raises(SpecError) as info:
         raymlp.cluster.WorkerGroup(name="g", replicas=-1)
-    except SpecError as exc:
-        back = pickle.loads(pickle.dumps(exc))
-        assert back.field == "WorkerGroup.replicas" and back.value == -1
+    back = pickle.loads(pickle.dumps(info.value))
+    assert (back.field, back.value, back.allowed) == ("WorkerGroup.replicas", -1, "an integer >= 0")

@@ -38,7 +38,7 @@ GPU = RayClusterSpec(
 AUTOSCALING = RayClusterSpec(
     name="autoscaled",
     workers=[WorkerGroup(name="cpu", replicas=1, min_replicas=0, max_replicas=10)],
-    autoscaling=Autoscaling(idle_timeout_seconds=30, upscaling_mode="Conservative"),
+    autoscaling=Autoscaling(idle_timeout_s=30, upscaling_mode="Conservative"),
 )
 GCS_FT = RayClusterSpec(
     name="ha",
@@ -48,7 +48,7 @@ GCS_FT = RayClusterSpec(
 )
 JOB_NEW = RayJobSpec(name="job-new", entrypoint=["python", "train.py", "--epochs", "3"], cluster=GPU,
                      working_dir="s3://bucket/code.zip", pip=["torch"], env_vars={"SEED": 1},
-                     ttl_seconds_after_finished=60, backoff_limit=1, active_deadline_seconds=3600)
+                     ttl_after_finished_s=60, backoff_limit=1, active_deadline_s=3600)
 JOB_EXISTING = RayJobSpec(name="job-existing", entrypoint="python -c 'print(1)'", existing_cluster="cpu-only")
 SERVICE = RayServiceSpec(
     name="svc",
@@ -138,15 +138,15 @@ def test_service_renders_the_serve_config_and_upgrade_strategy():
         (lambda: RayClusterSpec(name="c" * 54), "RayClusterSpec.name", "at most 53"),
         (lambda: RayClusterSpec(image="rayproject/ray:2.9.0", ray_version="2.60.0"), "RayClusterSpec.image", "must agree"),
         (lambda: RayClusterSpec(workers=[WorkerGroup(name="a"), WorkerGroup(name="a")]), "RayClusterSpec.workers", "unique"),
-        (lambda: Autoscaling(version="v3"), "Autoscaling.version", "'v1' or 'v2'"),
+        (lambda: Autoscaling(version="v3"), "Autoscaling.version", "one of ['v1', 'v2']"),
         (lambda: RayJobSpec(name="j", entrypoint="x"), "RayJobSpec.cluster", "exactly one"),
         (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, existing_cluster="c"), "RayJobSpec.cluster", "exactly one"),
         (lambda: RayJobSpec(name="j" * 48, entrypoint="x", existing_cluster="c"), "RayJobSpec.name", "at most 47"),
         (lambda: RayJobSpec(name="j", entrypoint=" ", existing_cluster="c"), "RayJobSpec.entrypoint", "non-empty"),
         (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, shutdown_after_finish=False,
-                            ttl_seconds_after_finished=5), "RayJobSpec.ttl_seconds_after_finished", "shutdown_after_finish"),
-        (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, active_deadline_seconds=0),
-         "RayJobSpec.active_deadline_seconds", ">= 1"),
+                            ttl_after_finished_s=5), "RayJobSpec.ttl_after_finished_s", "shutdown_after_finish"),
+        (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, active_deadline_s=0),
+         "RayJobSpec.active_deadline_s", ">= 1"),
         (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, pip="torch"), "RayJobSpec.pip", "sequence"),
         (lambda: ServeApplication(name="a", import_path="no colon or dot"), "ServeApplication.import_path", "module"),
         (lambda: RayServiceSpec(name="s", cluster=CPU, applications=[]), "RayServiceSpec.applications", "non-empty"),

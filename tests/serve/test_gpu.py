@@ -1,5 +1,6 @@
-"""GPU serving: a torch model on a replica holding half a GPU computes on it and answers what
-it answers on the CPU. Run with `-m gpu` on a machine with an NVIDIA GPU."""
+"""GPU serving: torch models on a replica holding half a GPU compute on it, in both formats
+MLflow saves them in (``pt2``: a torch.export program moved to the GPU; ``pickle``), and answer
+what they answer on the CPU. Run with `-m gpu` on a machine with an NVIDIA GPU."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import numpy as np
 import pytest
 import requests
 
-from tests.helpers import free_port
+from tests.helpers import free_port, infer_body
+from tests.serve.test_torch import log_torch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300)]
 
 
-def test_fractional_gpu_replica_serves_a_torch_model_on_cuda(ray_session):
+def test_fractional_gpu_replica_serves_torch_models_on_cuda(ray_session):
     import torch
-    from mlflow.models import infer_signature
 
     from raymlp import serve, tracking
 
@@ -24,19 +25,25 @@ def test_fractional_gpu_replica_serves_a_torch_model_on_cuda(ray_session):
     x = np.random.RandomState(0).rand(32, 16).astype(np.float32)
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
-    with tracking.start_run("gpu-serve") as run:
-        uri = run.log_model(model, flavor="torch", signature=infer_signature(x, want))
+    pt2 = log_torch(model, x[:8], "pt2")
+    with tracking.start_run("gpu-serve") as run:  # raymlp's own logging: a pickled model
+        pickled = run.log_model(model, flavor="torch", input_example=x[:8])
     serve.start(port=free_port())
-    st = serve.InferenceService(name="gpu-svc", model=uri,
-                                resources=serve.Resources(num_cpus=1, num_gpus=0.5)).deploy()
+    service = serve.InferenceService(name="gpu-svc", model=pt2,
+                                     resources=serve.Resources(cpus=1, gpus=0.5)).deploy()
     try:
-        stats = requests.get(f"{st.url}/raymlp/stats", timeout=30).json()
-        assert stats["variants"][0]["device"].startswith("cuda"), stats
-        r = requests.post(f"{st.url}/v2/models/gpu-svc/infer", timeout=60, json={"inputs": [
-            {"name": "input-0", "shape": list(x.shape), "datatype": "FP32",
-             "data": x.reshape(-1).tolist()}]})
-        assert r.status_code == 200, r.text
-        got = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(want.shape)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        for expected_format in ("pt2", "pickle"):
+            stats = requests.get(f"{service.url}/raymlp/stats", timeout=30).json()
+            variant = stats["variants"][-1]
+            assert variant["format"] == expected_format, stats
+            assert variant["device"].startswith("cuda") and variant["fallback"] is None, stats
+            r = requests.post(f"{service.url}/v2/models/gpu-svc/infer", json=infer_body(x),
+                              timeout=60)
+            assert r.status_code == 200, r.text
+            assert r.headers["x-raymlp-variant"] == variant["name"]
+            got = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32)
+            np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+            if expected_format == "pt2":
+                service.canary(pickled, percent=100)
     finally:
-        serve.delete("gpu-svc")
+        service.delete()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
 import requests
 
-from tests.helpers import free_port
+from tests.helpers import free_port, infer_body, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,7 +34,7 @@ def model(ray_session):
     from raymlp import serve
 
     if NAME in serve.list_services():
-        serve.delete(NAME)
+        serve.get(NAME).delete()
 
 
 class _Collector(http.server.BaseHTTPRequestHandler):
@@ -51,31 +50,16 @@ class _Collector(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _wait_for(what, fetch, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fetch()
-        if got:
-            return got
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _body(x):
-    return {"id": "req-1", "inputs": [{"name": "input-0", "shape": list(x.shape),
-                                       "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
-
-
 def test_requests_and_answers_are_logged_to_a_file_then_to_an_http_sink(model, tmp_path):
     from raymlp import serve
 
     serve.start(port=free_port())
     log = tmp_path / "payloads.jsonl"
     st = serve.InferenceService(name=NAME, model=f"models:/{NAME}@champion", payload_log=str(log),
-                                resources=serve.Resources(num_cpus=0.25)).deploy()
+                                resources=serve.Resources(cpus=0.25)).deploy()
     x = model["x"][:4]
     url = f"{st.url}/v2/models/{NAME}/infer"
-    ok = requests.post(url, json=_body(x), timeout=30)
+    ok = requests.post(url, json=infer_body(x, id="req-1"), timeout=30)
     assert ok.status_code == 200
     bad = requests.post(url, json={"inputs": [{"name": "input-0", "shape": [2, 3],
                                                "datatype": "FP32", "data": [1.0]}]}, timeout=30)
@@ -84,7 +68,7 @@ def test_requests_and_answers_are_logged_to_a_file_then_to_an_http_sink(model, t
                        json={"instances": x[:2].tolist()}, timeout=30)
     assert v1.status_code == 200
 
-    lines = _wait_for("3 logged records", lambda: log.exists() and len(
+    lines = wait_for("3 logged records", lambda: log.exists() and len(
         log.read_text().splitlines()) >= 3 and log.read_text().splitlines())
     records = [json.loads(line) for line in lines]
     by_status = {(r["endpoint"], r["status"]): r for r in records}
@@ -105,22 +89,14 @@ def test_requests_and_answers_are_logged_to_a_file_then_to_an_http_sink(model, t
     try:
         serve.InferenceService(name=NAME, model=f"models:/{NAME}@champion",
                                payload_log=f"http://127.0.0.1:{port}/collect",
-                               resources=serve.Resources(num_cpus=0.25)).deploy()
+                               resources=serve.Resources(cpus=0.25)).deploy()
         for _ in range(5):
-            assert requests.post(url, json=_body(x), timeout=30).status_code == 200
-        posted = _wait_for("5 records posted", lambda: (
+            r = requests.post(url, json=infer_body(x, id="req-1"), timeout=30)
+            assert r.status_code == 200
+        posted = wait_for("5 records posted", lambda: (
             [r for b in _Collector.batches for r in b] if
             sum(len(b) for b in _Collector.batches) >= 5 else None))
         assert all(r["status"] == 200 and r["endpoint"] == "v2" for r in posted)
         assert len(log.read_text().splitlines()) == len(lines)  # the file sink was closed
     finally:
         server.shutdown()
-
-
-def test_payload_log_must_be_a_path_or_http_url():
-    from raymlp import serve
-    from raymlp.errors import SpecError
-
-    with pytest.raises(SpecError, match="InferenceService.payload_log") as err:
-        serve.InferenceService(name="x", model="models:/x/1", payload_log="kafka://topic")
-    assert err.value.field == "InferenceService.payload_log"

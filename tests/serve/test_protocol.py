@@ -85,7 +85,7 @@ def test_binary_body_framing_errors_are_400s():
 
 
 def test_v1_rows_become_checked_columns():
-    from raymlp.serve._server import _v1_columns
+    from raymlp.serve._decode import _v1_columns
 
     specs = [oip.TensorMetadata(name="age", datatype="INT64", shape=[-1]),
              oip.TensorMetadata(name="score", datatype="FP64", shape=[-1])]

@@ -13,29 +13,13 @@ import numpy as np
 import pytest
 import requests
 
-from tests.helpers import free_port
+from raymlp._ray_compat import serve_client
+from tests.helpers import free_port, infer_body, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 SKLEARN = "rs-iris"  # registered model name; the services are named rs-*
 DIGITS = "rs-digits"
-
-
-def _body(x, name="input-0", datatype="FP32"):
-    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
-                        "data": x.reshape(-1).tolist()}]}
-
-
-def _wait_for(what, predicate, timeout, period=0.25):
-    """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(period)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +82,10 @@ class _Load:
 
 
 def _status_when(name, condition):
-    """``serve.status(name)`` when ``condition`` holds for it, else None (for _wait_for)."""
+    """The service's status when ``condition`` holds for it, else None (for wait_for)."""
     from raymlp import serve
 
-    st = serve.status(name)
+    st = serve.get(name).status()
     return st if condition(st) else None
 
 
@@ -117,9 +101,7 @@ def _replaced(running, victim_id):
 
 def _replicas(name):
     """Serve's replica entries of service ``name`` (state, pid, actor id)."""
-    from ray.serve.context import _get_global_client
-
-    app = _get_global_client().get_serve_details()["applications"][name]
+    app = serve_client().get_serve_details()["applications"][name]
     return app["deployments"]["predictor"]["replicas"]
 
 
@@ -136,8 +118,9 @@ def test_trained_model_deployed_by_alias_answers_what_it_predicts_locally(
                             config={"lr": 3e-3, "hidden": 32, "batch_size": 64,
                                     "epochs": 2}).run()
     version = result.register(DIGITS, alias="champion")
-    st = serve.InferenceService(name=DIGITS, model=f"models:/{DIGITS}@champion",
-                                resources=serve.Resources(num_cpus=0.25)).deploy()
+    svc = serve.InferenceService(name=DIGITS, model=f"models:/{DIGITS}@champion",
+                                 resources=serve.Resources(cpus=0.25)).deploy()
+    st = svc.status()
     assert st.status == "RUNNING" and st.stable.version == str(version.version)
 
     _, x, _, _ = train_digits.load_digits_split()
@@ -156,7 +139,7 @@ def test_trained_model_deployed_by_alias_answers_what_it_predicts_locally(
         torch.set_num_threads(threads)
     assert want.shape == (9, 10) and want.dtype == np.float32
 
-    r = requests.post(f"{st.url}/v2/models/{DIGITS}/infer", json=_body(x), timeout=60)
+    r = requests.post(f"{st.url}/v2/models/{DIGITS}/infer", json=infer_body(x), timeout=60)
     assert r.status_code == 200, r.text
     out = r.json()["outputs"]
     assert len(out) == 1 and out[0]["datatype"] == "FP32" and out[0]["shape"] == [9, 10]
@@ -183,16 +166,17 @@ def test_load_scales_replicas_up_and_idle_scales_them_back_to_the_minimum(sklear
 
     name = "rs-autoscale"
     st = serve.InferenceService(
-        name=name, model=sklearn_model["uri"], resources=serve.Resources(num_cpus=0.25),
+        name=name, model=sklearn_model["uri"], resources=serve.Resources(cpus=0.25),
         autoscaling=serve.Autoscaling(min_replicas=1, max_replicas=2, target_ongoing_requests=0.25,
-                                      upscale_delay_s=1.0, downscale_delay_s=15.0)).deploy()
+                                      upscale_delay_s=1.0, downscale_delay_s=15.0)
+    ).deploy().status()
     # The downscale delay outlasts a replica's start on a busy 2-core machine (8-14 s): a
     # shorter one removes the new replica before it runs, as its metrics read 0 meanwhile.
     assert st.status == "RUNNING" and st.replicas == 1 and st.target_replicas == 1
     x = sklearn_model["x"][:64]  # a larger batch keeps each request in flight a little longer
     url = f"{st.url}/v2/models/{name}/infer"
-    with _Load(url, _body(x), threads=8) as load:
-        up = _wait_for("a second replica under load",
+    with _Load(url, infer_body(x), threads=8) as load:
+        up = wait_for("a second replica under load",
                        lambda: _status_when(name, lambda s: s.replicas >= 2),
                        timeout=90)
         time.sleep(1.0)
@@ -200,11 +184,11 @@ def test_load_scales_replicas_up_and_idle_scales_them_back_to_the_minimum(sklear
           f"clients; {load.sent} requests, {load.failed} failed")
     assert up.replicas == 2 and up.target_replicas == 2
     assert load.failed == 0, load.errors[:5]
-    down = _wait_for("scale down to the minimum after the load",
+    down = wait_for("scale down to the minimum after the load",
                      lambda: _status_when(name, lambda s: s.replicas == s.target_replicas == 1),
                      timeout=90)
     assert down.status == "RUNNING"
-    r = requests.post(url, json=_body(x[:3]), timeout=60)
+    r = requests.post(url, json=infer_body(x[:3]), timeout=60)
     assert r.status_code == 200
     assert r.json()["outputs"][0]["data"] == sklearn_model["model"].predict(x[:3]).tolist()
 
@@ -214,29 +198,29 @@ def test_min_replicas_zero_scales_to_zero_and_the_next_request_cold_starts(sklea
 
     name = "rs-zero"
     st = serve.InferenceService(
-        name=name, model=sklearn_model["uri"], resources=serve.Resources(num_cpus=0.25),
+        name=name, model=sklearn_model["uri"], resources=serve.Resources(cpus=0.25),
         autoscaling=serve.Autoscaling(min_replicas=0, max_replicas=1, target_ongoing_requests=1,
                                       upscale_delay_s=0.0, downscale_delay_s=2.0)).deploy()
     x = sklearn_model["x"][:5]
     want = sklearn_model["model"].predict(x).tolist()
     url = f"{st.url}/v2/models/{name}/infer"
-    idle = _wait_for("scale to zero when idle",
+    idle = wait_for("scale to zero when idle",
                      lambda: _status_when(name, lambda s: s.replicas == s.target_replicas == 0),
                      timeout=90)
     assert idle.replicas == 0
     # A stopped replica drains for a while and still answers: wait until it is gone, so the
     # next request really starts one.
-    _wait_for("the drained replica to stop", lambda: _replicas(name) == [], timeout=90)
+    wait_for("the drained replica to stop", lambda: _replicas(name) == [], timeout=90)
 
     started = time.monotonic()
-    r = requests.post(url, json=_body(x), timeout=120)
+    r = requests.post(url, json=infer_body(x), timeout=120)
     cold = time.monotonic() - started
     print(f"\nscale to zero: cold start {cold:.2f} s (HTTP {r.status_code})")
     assert r.status_code == 200, f"cold start after {cold:.2f} s: {r.status_code} {r.text}"
     assert r.json()["outputs"][0]["data"] == want, f"cold start {cold:.2f} s"
-    assert serve.status(name).replicas == 1
+    assert st.status().replicas == 1
     started = time.monotonic()
-    r = requests.post(url, json=_body(x), timeout=30)
+    r = requests.post(url, json=infer_body(x), timeout=30)
     warm = time.monotonic() - started
     assert r.status_code == 200 and warm < cold, f"cold {cold:.2f} s, warm {warm:.3f} s"
 
@@ -248,9 +232,10 @@ def test_killed_replica_is_replaced_and_only_its_in_flight_requests_fail(sklearn
 
     name = "rs-kill"
     max_ongoing = 4
-    st = serve.InferenceService(name=name, model=sklearn_model["uri"], replicas=2,
-                                max_ongoing_requests=max_ongoing,
-                                resources=serve.Resources(num_cpus=0.25)).deploy()
+    svc = serve.InferenceService(name=name, model=sklearn_model["uri"], replicas=2,
+                                 max_ongoing_requests=max_ongoing,
+                                 resources=serve.Resources(cpus=0.25)).deploy()
+    st = svc.status()
     assert st.replicas == 2
     x = sklearn_model["x"][:8]
     url = f"{st.url}/v2/models/{name}/infer"
@@ -259,13 +244,13 @@ def test_killed_replica_is_replaced_and_only_its_in_flight_requests_fail(sklearn
     victim_id, victim_pid = min(before.items())
     # Keep-alive clients, as real ones are: the proxy's reload when the replica set changes
     # must not cost their pooled connections more than the in-flight bound either.
-    with _Load(url, _body(x), threads=6) as load:
+    with _Load(url, infer_body(x), threads=6) as load:
         time.sleep(3.0)
         sent_before_kill = load.sent
         assert sent_before_kill > 0 and load.failed == 0, load.errors[:5]
         os.kill(victim_pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        recovered = _wait_for(
+        recovered = wait_for(
             "a replacement replica",
             lambda: _replaced(_running(name), victim_id), timeout=120)
         recovery = time.monotonic() - killed_at
@@ -274,9 +259,10 @@ def test_killed_replica_is_replaced_and_only_its_in_flight_requests_fail(sklearn
           f"(max_ongoing_requests={max_ongoing}); 2 replicas again after {recovery:.1f} s; "
           f"errors: {load.errors}")
     assert victim_pid not in recovered.values()
-    assert serve.status(name).replicas == 2 and serve.status(name).status == "RUNNING"
+    after = svc.status()
+    assert after.replicas == 2 and after.status == "RUNNING"
     assert load.sent - sent_before_kill > 10, "the load stalled after the kill"
     assert load.failed <= max_ongoing, (load.failed, load.errors[:10])
-    r = requests.post(url, json=_body(x), timeout=30)
+    r = requests.post(url, json=infer_body(x), timeout=30)
     assert r.status_code == 200
     assert r.json()["outputs"][0]["data"] == sklearn_model["model"].predict(x).tolist()

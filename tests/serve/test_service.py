@@ -1,6 +1,7 @@
 """A real service on the session's Ray instance: real MLflow models, real HTTP through Ray
 Serve's HAProxy ingress. Covers the protocol (acceptance 1 for sklearn models, 4), the canary
-(2) and the CLI."""
+driven through the Service handle from deploy to promote (2), waits that run out, and the CLI
+joined to the session's cluster."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 import requests
 
-from tests.helpers import free_port
+from raymlp.errors import ServiceError, SpecError, TimeoutError
+from tests.helpers import free_port, infer_body, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,10 +54,10 @@ def service(models):
     from raymlp import serve
 
     serve.start(port=free_port())
-    st = serve.InferenceService(name=NAME, model=f"models:/{NAME}@first",
-                                resources=serve.Resources(num_cpus=0.25),
-                                max_request_bytes=64 * 1024).deploy()
-    yield st
+    svc = serve.InferenceService(name=NAME, model=f"models:/{NAME}@first",
+                                 resources=serve.Resources(cpus=0.25),
+                                 max_request_bytes=64 * 1024).deploy()
+    yield svc
     for name in serve.list_services():
         ray_serve.delete(name)
 
@@ -66,22 +68,44 @@ def http():
         yield s
 
 
-def _infer_body(x, name="input-0", datatype="FP32"):
-    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
-                        "data": x.reshape(-1).tolist()}]}
+def test_deploy_by_alias_pins_version_and_returns_a_running_handle(service, models):
+    from raymlp import serve
+
+    assert isinstance(service, serve.Service) and service.name == NAME
+    st = service.status()
+    assert st.status == "RUNNING" and st.replicas == 1
+    assert st.stable.version == str(models["first_version"])
+    assert st.stable.uri == f"models:/{NAME}/{models['first_version']}"
+    assert service.url.endswith(f"/{NAME}") and st.url == service.url and st.canary is None
+    assert service.wait(timeout_s=30) == st
+    assert serve.get(NAME) == service  # the same service, found by name
+    page = st._repr_html_()
+    assert "RUNNING" in page and st.stable.uri in page
 
 
-def test_deploy_by_alias_pins_version_and_reports_running(service, models):
-    assert service.status == "RUNNING" and service.replicas == 1
-    assert service.stable.version == str(models["first_version"])
-    assert service.stable.uri == f"models:/{NAME}/{models['first_version']}"
-    assert service.url.endswith(f"/{NAME}") and service.canary is None
+def test_unknown_service_and_waits_that_run_out(service, models):
+    from raymlp import serve
+
+    with pytest.raises(ServiceError, match="no inference service named 'ghost'"):
+        serve.get("ghost")
+    spec = serve.InferenceService(name="iris-slow", model=f"models:/{NAME}@first",
+                                  resources=serve.Resources(cpus=0.25))
+    with pytest.raises(TimeoutError) as info:
+        spec.deploy(timeout_s=0.01)  # a replica takes seconds to start
+    assert info.value.timeout_s == 0.01 and "iris-slow" in info.value.what
+    # The deploy goes on after the wait ran out: the handle waits for it.
+    slow = wait_for("the service to be registered", lambda: "iris-slow" in serve.list_services())
+    assert slow
+    slow = serve.get("iris-slow")
+    assert slow.wait(timeout_s=120).status == "RUNNING"
+    slow.delete()
+    assert "iris-slow" not in serve.list_services()
 
 
 def test_v2_infer_and_v1_predict_answer_what_the_model_predicts(service, models, http):
     x = models["x"][:7]
     want = models["first"].predict(x).tolist()
-    r = http.post(f"{service.url}/v2/models/{NAME}/infer", json={"id": "a1", **_infer_body(x)})
+    r = http.post(f"{service.url}/v2/models/{NAME}/infer", json={"id": "a1", **infer_body(x)})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model_name"] == NAME and body["id"] == "a1"
@@ -157,12 +181,12 @@ def test_bad_infer_request_gets_4xx_json_naming_the_problem(service, http, case,
 
 
 def test_unknown_model_non_json_and_oversized_bodies_are_4xx(service, http):
-    r = http.post(f"{service.url}/v2/models/nope/infer", json=_infer_body(np.ones((1, 4))))
+    r = http.post(f"{service.url}/v2/models/nope/infer", json=infer_body(np.ones((1, 4))))
     assert r.status_code == 404 and "'nope' not found" in r.json()["error"]
     r = http.post(f"{service.url}/v2/models/{NAME}/infer", data=b"{not json",
                   headers={"content-type": "application/json"})
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
-    big = json.dumps(_infer_body(np.ones((5000, 4), dtype=np.float32)))
+    big = json.dumps(infer_body(np.ones((5000, 4), dtype=np.float32)))
     assert len(big) > 64 * 1024
     r = http.post(f"{service.url}/v2/models/{NAME}/infer", data=big,
                   headers={"content-type": "application/json"})
@@ -180,7 +204,7 @@ def test_thousand_malformed_requests_leave_the_service_healthy(service, models, 
         codes[r.status_code] += 1
     assert set(codes) == {400}, codes
     x = models["x"][:3]
-    r = http.post(f"{service.url}/v2/models/{NAME}/infer", json=_infer_body(x))
+    r = http.post(f"{service.url}/v2/models/{NAME}/infer", json=infer_body(x))
     assert r.status_code == 200
     assert r.json()["outputs"][0]["data"] == models["first"].predict(x).tolist()
 
@@ -190,7 +214,7 @@ def _variant_counts(url, n, sessions=4):
         c = Counter()
         with requests.Session() as s:
             for _ in range(k):
-                r = s.post(f"{url}/v2/models/{NAME}/infer", json=_infer_body(np.ones((1, 4))))
+                r = s.post(f"{url}/v2/models/{NAME}/infer", json=infer_body(np.ones((1, 4))))
                 assert r.status_code == 200, r.text
                 c[r.headers["x-raymlp-variant"]] += 1
         return c
@@ -214,7 +238,7 @@ class _Load:
             while not self._stop.is_set():
                 t = time.monotonic()
                 try:
-                    r = s.post(f"{self.url}/v2/models/{NAME}/infer", json=_infer_body(self.x),
+                    r = s.post(f"{self.url}/v2/models/{NAME}/infer", json=infer_body(self.x),
                                timeout=30)
                     ok = r.status_code == 200
                     if ok:
@@ -237,12 +261,10 @@ class _Load:
 
 
 def test_canary_split_promote_and_rollback_lose_no_request(service, models):
-    from raymlp import serve
-
     second = f"models:/{NAME}/{models['second_version']}"
     x = models["x"][:1]
     with _Load(service.url, x) as load:
-        st = serve.canary(NAME, second, percent=10)
+        st = service.canary(second, percent=10)
         assert st.canary.version == str(models["second_version"]) and st.canary.percent == 10
         assert st.stable.percent == 90
         counts = _variant_counts(service.url, 2000)
@@ -251,41 +273,46 @@ def test_canary_split_promote_and_rollback_lose_no_request(service, models):
 
         # A/B: a caller key always lands on the same variant.
         with requests.Session() as s:
-            seen = {s.post(f"{service.url}/v2/models/{NAME}/infer", json=_infer_body(x),
+            seen = {s.post(f"{service.url}/v2/models/{NAME}/infer", json=infer_body(x),
                            headers={"x-raymlp-route-key": "user-42"}).headers["x-raymlp-variant"]
                     for _ in range(30)}
         assert len(seen) == 1
 
-        st = serve.promote(NAME)
+        st = service.promote()
         assert st.canary is None and st.stable.version == str(models["second_version"])
         assert _variant_counts(service.url, 200) == Counter({"stable": 200})
-        r = requests.post(f"{service.url}/v2/models/{NAME}/infer", json=_infer_body(x))
+        r = requests.post(f"{service.url}/v2/models/{NAME}/infer", json=infer_body(x))
         assert r.json()["model_version"] == str(models["second_version"])
 
-        serve.canary(NAME, f"models:/{NAME}/{models['first_version']}", percent=50)
-        st = serve.rollback(NAME)
+        st = service.canary(f"models:/{NAME}/{models['first_version']}", percent=50)
+        assert st.canary.percent == 50
+        st = service.set_canary_percent(30)
+        assert st.canary.percent == 30 and st.stable.percent == 70
+        st = service.rollback()
         assert st.canary is None and st.stable.version == str(models["second_version"])
-        r = requests.post(f"{service.url}/v2/models/{NAME}/infer", json=_infer_body(x))
+        r = requests.post(f"{service.url}/v2/models/{NAME}/infer", json=infer_body(x))
         assert r.json()["model_version"] == str(models["second_version"])
         assert r.json()["outputs"][0]["data"] == models["second"].predict(x).tolist()
         # back to the first model for the tests that follow
-        serve.canary(NAME, f"models:/{NAME}@first", percent=100)
-        serve.promote(NAME)
+        service.canary(f"models:/{NAME}@first", percent=100)
+        service.promote()
     assert load.failed == 0, f"{load.failed} of {load.sent} requests failed"
     assert load.sent / load.elapsed >= 20, (load.sent, load.elapsed)
     assert load.variants["canary"] > 0 and load.variants["stable"] > 0
 
 
-def test_rollout_errors_name_the_service(service):
-    from raymlp import serve
-    from raymlp.errors import SpecError
-
-    with pytest.raises(serve.ServiceError, match="no canary to promote"):
-        serve.promote(NAME)
-    with pytest.raises(serve.ServiceError, match="no inference service named 'ghost'"):
-        serve.status("ghost")
-    with pytest.raises(SpecError, match="canary.percent"):
-        serve.canary(NAME, f"models:/{NAME}/1", percent=150)
+def test_rollout_errors_name_the_service(service, models):
+    with pytest.raises(ServiceError, match=f"service '{NAME}' has no canary to promote"):
+        service.promote()
+    with pytest.raises(ServiceError, match="no canary to roll back"):
+        service.rollback()
+    with pytest.raises(ServiceError, match="has no canary"):
+        service.set_canary_percent(20)
+    with pytest.raises(SpecError, match="canary.percent") as info:
+        service.canary(f"models:/{NAME}/{models['second_version']}", percent=150)
+    assert info.value.field == "canary.percent"
+    with pytest.raises(SpecError, match="canary.model"):
+        service.canary("models:/iris/latest", percent=10)
 
 
 def test_cli_status_list_and_errors(service, ray_session):
@@ -306,19 +333,21 @@ def test_cli_status_list_and_errors(service, ray_session):
 def test_bearer_token_service_and_delete(service, models, http):
     from raymlp import serve
 
-    st = serve.InferenceService(name="iris-auth", model=f"models:/{NAME}@first",
-                                auth_token="s3cret-token",
-                                resources=serve.Resources(num_cpus=0.25)).deploy()
+    auth = serve.InferenceService(name="iris-auth", model=f"models:/{NAME}@first",
+                                  auth_token="s3cret-token",
+                                  resources=serve.Resources(cpus=0.25)).deploy()
     x = models["x"][:2]
-    url = f"{st.url}/v2/models/iris-auth/infer"
-    r = http.post(url, json=_infer_body(x))
+    url = f"{auth.url}/v2/models/iris-auth/infer"
+    r = http.post(url, json=infer_body(x))
     assert r.status_code == 401 and "bearer token" in r.json()["error"]
-    r = http.post(url, json=_infer_body(x), headers={"authorization": "Bearer s3cret-token"})
+    r = http.post(url, json=infer_body(x), headers={"authorization": "Bearer s3cret-token"})
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == \
         models["first"].predict(x).tolist()
     assert "iris-auth" in serve.list_services()
-    serve.delete("iris-auth")
+    auth.delete()
     assert "iris-auth" not in serve.list_services()
+    with pytest.raises(ServiceError, match="no inference service named 'iris-auth'"):
+        auth.status()
 
 
 def test_canary_example_moves_traffic_from_10_to_100_percent(service, ray_session):

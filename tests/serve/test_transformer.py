@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from raymlp import serve
-from tests.helpers import free_port
+from tests.helpers import free_port, infer_body
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -62,10 +62,10 @@ def service(ray_session):
         uri = run.log_model(clf, flavor="sklearn", signature=infer_signature(xs, clf.predict(xs)))
     serve.start(port=free_port())
     spec = serve.InferenceService(name=NAME, model=uri, transformer=Standardize(mean, std),
-                                  resources=serve.Resources(num_cpus=0.25))
+                                  resources=serve.Resources(cpus=0.25))
     st = spec.deploy()
     yield st, spec, x, mean, std, clf
-    serve.delete(NAME)
+    st.delete()
 
 
 def test_pre_and_postprocessing_wrap_the_model(service):
@@ -74,9 +74,8 @@ def test_pre_and_postprocessing_wrap_the_model(service):
     expected = [LABELS[i] for i in clf.predict(((rows - mean) / std).astype(np.float32))]
     assert len(set(expected)) == 3
 
-    r = requests.post(f"{st.url}/v2/models/{NAME}/infer", timeout=30, json={"inputs": [
-        {"name": "measurements", "shape": list(rows.shape), "datatype": "FP64",
-         "data": rows.reshape(-1).tolist()}]})
+    r = requests.post(f"{st.url}/v2/models/{NAME}/infer", timeout=30,
+                      json=infer_body(rows, "measurements", "FP64"))
     assert r.status_code == 200, r.text
     (out,) = r.json()["outputs"]
     assert (out["name"], out["datatype"], out["shape"]) == ("species", "BYTES", [len(rows)])
@@ -90,7 +89,7 @@ def test_pre_and_postprocessing_wrap_the_model(service):
     meta = requests.get(f"{st.url}/v2/models/{NAME}", timeout=30).json()
     assert meta["inputs"] == [{"name": "measurements", "datatype": "FP64", "shape": [-1, 4]}]
     assert meta["outputs"] == [{"name": "species", "datatype": "BYTES", "shape": [-1]}]
-    assert serve.status(NAME).transformer.endswith(":Standardize")
+    assert st.status().transformer.endswith(":Standardize")
 
 
 def test_requests_are_checked_against_the_transformer(service):
@@ -117,11 +116,10 @@ def test_live_swap_to_async_transformer_and_500_for_its_bug(service):
 
     dataclasses.replace(spec, transformer=f"{__name__}:AsyncNamedThenBroken").deploy()
     try:
-        assert serve.status(NAME).transformer.endswith(":AsyncNamedThenBroken")
-        rows = ((x[:2] - mean) / std).tolist()
-        r = requests.post(f"{st.url}/v2/models/{NAME}/infer", timeout=30, json={"inputs": [
-            {"name": "x", "shape": [2, 4], "datatype": "FP64",
-             "data": np.asarray(rows).reshape(-1).tolist()}]})
+        assert st.status().transformer.endswith(":AsyncNamedThenBroken")
+        rows = (x[:2] - mean) / std
+        r = requests.post(f"{st.url}/v2/models/{NAME}/infer", timeout=30,
+                          json=infer_body(rows, "x", "FP64"))
         assert r.status_code == 500
         assert r.json()["error"] == ("the transformer's postprocess failed: RuntimeError: "
                                      "bug in postprocess")
@@ -142,14 +140,13 @@ def test_batched_requests_each_get_their_own_answer(service):
     from concurrent.futures import ThreadPoolExecutor
 
     st, spec, x, mean, std, clf = service
-    dataclasses.replace(spec, batching=serve.Batching(max_batch_size=8, max_wait_ms=50)).deploy()
+    dataclasses.replace(spec, batching=serve.Batching(max_batch_size=8, max_wait_s=0.05)).deploy()
     expected = [LABELS[i] for i in clf.predict(((x - mean) / std).astype(np.float32))]
     rows = list(range(0, 150, 3))
 
     def one(i):
-        r = requests.post(f"{st.url}/v2/models/{NAME}/infer", timeout=60, json={"inputs": [
-            {"name": "measurements", "shape": [1, 4], "datatype": "FP64",
-             "data": x[i].tolist()}]})
+        r = requests.post(f"{st.url}/v2/models/{NAME}/infer", timeout=60,
+                          json=infer_body(x[i:i + 1], "measurements", "FP64"))
         assert r.status_code == 200, r.text
         return r.json()["outputs"][0]["data"]
 
@@ -182,7 +179,7 @@ def test_cli_deploys_a_transformer_from_a_module_in_the_current_directory(
     env = {**os.environ, "RAY_ADDRESS": ray_session.address}
     cmd = [sys.executable, "-m", "raymlp.cli", "serve"]
     out = subprocess.run(cmd + ["deploy", "--name", "tf-cli", "--model", spec.model,
-                                "--transformer", "cli_tf_module:Upper", "--num-cpus", "0.25"],
+                                "--transformer", "cli_tf_module:Upper", "--cpus", "0.25"],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     url = out.stdout.strip().splitlines()[-1]
@@ -191,7 +188,7 @@ def test_cli_deploys_a_transformer_from_a_module_in_the_current_directory(
                       json={"instances": [[0.0, 0.0, 0.0, 0.0]]})
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0].startswith("class-")
-    assert serve.status("tf-cli").transformer == "cli_tf_module:Upper"
+    assert serve.get("tf-cli").status().transformer == "cli_tf_module:Upper"
     out = subprocess.run(cmd + ["delete", "tf-cli"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from raymlp import tracking, train
-from raymlp.errors import SpecError
 
 pytestmark = [pytest.mark.slow]
 
@@ -23,7 +24,7 @@ def test_ddp_digits_reaches_accuracy_and_is_fully_tracked(ray_session, examples_
         loop=train_digits.digits_loop, framework="torch", name="digits-test", scaling=train.Scaling(workers=2),
         config={"lr": 3e-3, "hidden": 64, "batch_size": 32, "epochs": 12},
         checkpointing=train.Checkpointing(every=1, keep=2, score="val_accuracy", mode="max"),
-        data_hash=tracking.data_hash(*train_digits.load_digits_split()),
+        data_hash=tracking.data_hash(*train_digits.load_digits_split()), data_name="digits",
     )
     result = job.run()
 
@@ -38,7 +39,17 @@ def test_ddp_digits_reaches_accuracy_and_is_fully_tracked(ray_session, examples_
     assert run.data.params["lr"] == "0.003"
     assert run.data.params["raymlp.backend"] == "gloo"
     assert run.data.params["raymlp.workers"] == "2"
-    assert len(tracking.metric_history(result.run_id, "val_accuracy")) == 12
+    steps = [step for step, _ in tracking.metric_history(result.run_id, "val_accuracy")]
+    assert sorted(set(steps)) == list(range(12))
+
+    # MLflow 3 entities: the model is a LoggedModel of this run; the data a dataset input.
+    logged = tracking.logged_model(result.run_id)
+    assert result.model_uri == f"models:/{logged.model_id}"
+    assert logged.source_run_id == result.run_id
+    (data,) = [d.dataset for d in run.inputs.dataset_inputs]
+    assert data.name == "digits"
+    assert job.data_hash.startswith(data.digest)  # MLflow keeps 36 characters at most
+    assert json.loads(data.profile)["raymlp.digest"] == job.data_hash
     from mlflow import MlflowClient
 
     arts = [a.path for a in MlflowClient().list_artifacts(result.run_id, "checkpoints")]
@@ -58,6 +69,8 @@ def test_ddp_digits_reaches_accuracy_and_is_fully_tracked(ray_session, examples_
     pyfunc = result.load_model("pyfunc")
     np.testing.assert_allclose(np.asarray(pyfunc.predict(x_val)), expected, atol=1e-5)
     assert pyfunc.metadata.get_input_schema().input_types()[0].name == "float32"
+    by_run = tracking.load_model(f"runs:/{result.run_id}/model")
+    np.testing.assert_allclose(np.asarray(by_run.predict(x_val)), expected, atol=1e-5)
 
     # register() creates a version reachable by alias, with lineage
     version = result.register("digits-test", alias="champion")
@@ -118,17 +131,37 @@ def _killed_loop(ctx):
     """Counts epochs; on the first attempt rank 1 SIGKILLs its own process at epoch 5."""
     import time
 
-    state = ctx.restore() or {"seen": []}
+    import torch
+
+    torch.manual_seed(0)
+    model = ctx.prepare_model(torch.nn.Linear(2, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    rest = ctx.restore(model=model, optimizer=opt)  # None on a fresh start
+    saved = ctx.restore()  # the whole saved state, as before
+    restored = 1.0
+    if saved is not None:
+        # The model and the optimizer now hold exactly what the last checkpoint saved.
+        weights = ctx.unwrap(model).state_dict()
+        restored = float(set(saved["model"]) == set(weights)
+                         and all(torch.equal(weights[k], v) for k, v in saved["model"].items())
+                         and len(opt.state_dict()["state"]) == len(saved["optimizer"]["state"]) > 0
+                         and rest == {"seen": saved["seen"]})
+    state = rest or {"seen": []}
     resumed_from = ctx.start_epoch
     marker = Path(ctx.config["marker"])
+    x = torch.ones(4, 2)
     for epoch in ctx.epochs(ctx.config["epochs"]):
         time.sleep(0.2)
         if epoch == 5 and ctx.rank == 1 and not marker.exists():
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
         state["seen"].append(epoch)
-        ctx.report({"value": float(epoch) ** 0.5, "resumed_from": resumed_from},
-                   checkpoint=state)
+        ctx.report({"value": float(epoch) ** 0.5, "resumed_from": resumed_from,
+                    "restored": restored},
+                   checkpoint={"model": model, "optimizer": opt, **state})
 
 
 def test_killed_worker_resumes_from_last_checkpoint(ray_session, tmp_path):
@@ -145,29 +178,51 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_session, tmp_path):
     # from scratch: later epochs say so, earlier ones came from the first attempt.
     resumed = [round(h["resumed_from"]) for h in result.history]
     assert resumed == [0] * 4 + [4] * 4, resumed
+    # ctx.restore(model=, optimizer=) loaded the checkpoint's weights and optimizer state.
+    assert [h["restored"] for h in result.history] == [1.0] * 8
     # The run's raw metric history repeats at most one checkpoint interval.
     steps = [step for step, _ in tracking.metric_history(result.run_id, "value")]
     assert len(steps) - len(set(steps)) <= every, steps
     assert sorted(set(steps)) == list(range(8))
-    # The state carried through the checkpoint lists every epoch exactly once.
+    # The state carried through the checkpoint lists every epoch exactly once; the model is
+    # saved unwrapped (its own parameter names, no DDP prefix).
     import torch
 
     final = torch.load(Path(result.checkpoint.path) / "state.pkl", weights_only=False)
     assert final["seen"] == list(range(8))
+    assert set(final["model"]) == {"weight", "bias"}
 
 
-def test_unpicklable_loop_is_rejected_before_any_ray_work():
-    # A generator cannot be pickled (a lock would do too, but Ray Serve registers a lock
-    # serializer process-wide once an ingress is defined, so other tests can make it picklable).
-    numbers = (i for i in range(3))
+def _slow_loop(ctx):
+    import time
 
-    def loop(ctx):
-        next(numbers)
+    for _ in ctx.epochs(1000):
+        time.sleep(0.5)
+        ctx.report({"x": 1.0})
 
-    with pytest.raises(SpecError) as err:
-        train.TrainJob(loop=loop)
-    assert err.value.field == "TrainJob.loop"
-    assert "cannot be pickled" in str(err.value)
+
+def test_job_past_its_timeout_is_stopped_and_raises_timeout_error(ray_session):
+    import ray
+
+    from raymlp.errors import TimeoutError
+    from tests.helpers import wait_for
+
+    total = ray.cluster_resources()["CPU"]
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as err:
+        train.TrainJob(loop=_slow_loop, name="slow", scaling=train.Scaling(workers=2)).run(
+            timeout_s=8)
+    assert 8 <= time.monotonic() - started < 40
+    assert err.value.timeout_s == 8
+    assert "slow" in err.value.what
+    runs = tracking.client().search_runs(
+        [tracking.experiment_id()], filter_string="tags.`raymlp.timed_out` = 'true'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs and runs[0].info.run_name == "slow"
+    assert runs[0].info.status == "KILLED"
+    # The workers are gone and their CPUs free again.
+    wait_for("the stopped job's workers to release their CPUs",
+             lambda: ray.available_resources().get("CPU", 0) >= total, timeout=30)
 
 
 def _failing_loop(ctx):
