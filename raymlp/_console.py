@@ -85,10 +85,16 @@ def quiet() -> None:
     """
     level = engine_log_level()
     with _lock:
-        if _quieted[0] == level:
-            return
-        _quieted[0] = level
+        before, _quieted[0] = _quieted[0], level
         if level in ("DEBUG", "INFO"):
+            if before not in (None, level):  # quieted earlier: let the engines speak
+                for name in _ENGINE_LOGGERS:
+                    logging.getLogger(name).setLevel(level)
+            return
+        # Every call: an engine imported since (Ray Serve) sets its logger's level on import.
+        for name in _ENGINE_LOGGERS:
+            logging.getLogger(name).setLevel(level)
+        if before == level:
             return
         # Read by MLflow on each download, and when it is imported (its loggers' level, in
         # this process and in Ray workers started afterwards); a value the user set is kept.
@@ -97,12 +103,9 @@ def quiet() -> None:
         # Ray's per-process log deduplication notes ("[repeated 2x across cluster]") are noise
         # when the lines themselves are filtered.
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-        for name in _ENGINE_LOGGERS:
-            logging.getLogger(name).setLevel(level)
         if level != "WARNING":
             warnings.filterwarnings("ignore", module=_ENGINE_MODULES)
-            # Warnings the engines raise on behalf of a caller name the caller's module; their
-            # categories say where they come from.
+            # tqdm's and Ray's notebook bars raise this one on behalf of their caller's module.
             warnings.filterwarnings("ignore", message=r".*IProgress not found")
 
 
@@ -121,8 +124,7 @@ def quiet_ray() -> None:
 
     # Ray Train's workers log each report ("Reporting training result ... TrainingReport(...)")
     # at INFO through a logger that RunConfig's LoggingConfig does not cover.
-    if hasattr(_ray_compat, "train_report_logger"):
-        _ray_compat.train_report_logger().setLevel(level)
+    _ray_compat.train_report_logger().setLevel(level)
 
 
 def remember_dashboard(url: str | None) -> None:

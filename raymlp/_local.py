@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from raymlp import _config
+from raymlp._util import free_ports
 from raymlp.errors import ConfigError
 
 __all__ = ["Head", "start", "stop", "current", "resolve_address"]
@@ -66,17 +67,6 @@ def current() -> Head | None:
     return head if head.alive() else None
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def start(*, num_cpus: int | None = None, num_gpus: int | None = None,
           temp_dir: str | None = None, env: dict[str, str] | None = None,
           timeout_s: float = 120.0, record: bool = True) -> Head:
@@ -91,10 +81,10 @@ def start(*, num_cpus: int | None = None, num_gpus: int | None = None,
     """
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="rmlp-", dir="/tmp")
     (gcs, dash, agent_http, agent_grpc, metrics, client, runtime_env, node_mgr,
-     obj_mgr) = ports = _free_ports(9)
-    low = max(_free_ports(1)[0], 20000)
+     obj_mgr) = ports = free_ports(9)
+    low = max(free_ports(1)[0], 20000)
     while any(low <= p <= low + 200 for p in ports):  # Ray refuses a port inside the range
-        low = max(_free_ports(1)[0], 20000)
+        low = max(free_ports(1)[0], 20000)
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [
         ray, "start", "--head", f"--temp-dir={temp_dir}", f"--port={gcs}",

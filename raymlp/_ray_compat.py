@@ -11,6 +11,7 @@ resolves them too.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ray._common.network_utils import build_address as _build_address
@@ -18,6 +19,7 @@ from ray.experimental import internal_kv as _kv
 from ray.serve import context as _serve_context
 from ray.train._internal.utils import get_address_and_port as _get_address_and_port
 from ray.train.v2._internal import constants as _train_constants
+from ray.train.v2._internal.execution import context as _train_context
 from ray.train.v2._internal.util import TrainingFramework
 from ray.train.v2.api.callback import UserCallback
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
@@ -36,6 +38,7 @@ __all__ = [
     "propagate_to_train",
     "serve_client",
     "torch_config",
+    "train_report_logger",
     "versioned_deployment",
 ]
 
@@ -70,6 +73,15 @@ def kv_delete(key: str | bytes, *, namespace: str) -> None:
 def propagate_to_train(*names: str) -> None:
     """Have Ray Train V2 copy these driver environment variables to its controller."""
     _train_constants.ENV_VARS_TO_PROPAGATE.update(names)
+
+
+# Why: Ray Train V2's workers log every report ("Reporting training result ... TrainingReport(...)")
+# at INFO through logging.getLogger(__file__), a name RunConfig's LoggingConfig (which filters
+# "ray.train*" loggers only) does not cover; raymlp's console keeps it quiet. Waits for: that
+# logger named under "ray.train".
+def train_report_logger() -> logging.Logger:
+    """The logger of Ray Train's per-report worker lines."""
+    return logging.getLogger(_train_context.__file__)
 
 
 # Why: the generic backend and raymlp's torch backend pick rank 0's address and a free port for

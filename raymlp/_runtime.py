@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 import threading
 
@@ -48,8 +49,8 @@ class RuntimeInfo:
         gpus = self.resources.get("GPU", 0)
         kind = "local" if self.local else "remote"
         return (
-            f"<b>raymlp</b> on a {kind} Ray cluster <code>{self.address}</code>: "
-            f"{cpus:g} CPUs, {gpus:g} GPUs; tracking <code>{self.tracking_uri}</code>"
+            f"<b>raymlp</b> on a {kind} Ray cluster <code>{html.escape(self.address)}</code>: "
+            f"{cpus:g} CPUs, {gpus:g} GPUs; tracking <code>{html.escape(self.tracking_uri)}</code>"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 from raymlp.errors import SpecError, TimeoutError
 
 __all__ = ["load_object", "reference", "poll", "parse_key_values", "apply_overrides",
-           "upload_dir", "download_dir"]
+           "upload_dir", "download_dir", "free_ports"]
 
 T = TypeVar("T")
 
@@ -176,3 +177,15 @@ def download_dir(src: str, dest: str | Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fs.get(root.rstrip("/") + "/", str(dest), recursive=True)
     return dest
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports free on ``host`` right now (held together while chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

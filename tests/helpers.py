@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any, Callable
 
 import pytest
 
+from raymlp._util import free_ports
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now (held together while chosen)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+__all__ = ["ENGINE_NOISE", "free_port", "free_ports", "wait_for", "infer_body"]
+
+# Strings that only the engines' log lines and warnings contain (issue 8, acceptance 7): the
+# console tests check that none reaches a user's terminal or notebook.
+ENGINE_NOISE = ("TrainingReport(", "authentication", "Downloading artifacts", "Warning", "INFO")
 
 
 def free_port() -> int:

@@ -17,9 +17,8 @@ import pytest
 from raymlp import _config, _console
 from raymlp.errors import ConfigError
 from tests.conftest import REPO
+from tests.helpers import ENGINE_NOISE
 
-# Strings that only engine log lines and warnings contain (issue 8, acceptance 7).
-ENGINE_NOISE = ("TrainingReport(", "authentication", "Downloading artifacts", "Warning", "INFO")
 
 
 def test_plain_progress_prints_at_most_a_line_per_period_and_the_final_state(capsys,

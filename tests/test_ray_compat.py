@@ -7,6 +7,7 @@ the one spec layer.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -98,6 +99,10 @@ def test_train_entries_resolve(ray_session):
     assert compat.build_address("10.0.0.1", 80) == "10.0.0.1:80"
     assert compat.TrainingFramework.TORCH is not None
     assert isinstance(compat.UserCallback, type) and isinstance(compat.DataParallelTrainer, type)
+    # The logger Ray Train's report lines come from, and raymlp.init() quieted it.
+    logger = compat.train_report_logger()
+    assert logger.name.endswith("train/v2/_internal/execution/context.py")
+    assert not logger.isEnabledFor(logging.INFO)
 
 
 def test_torch_entries_resolve():

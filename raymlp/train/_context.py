@@ -219,7 +219,8 @@ class TrainContext:
         if self._last_epoch is None:
             self._epoch += 1
 
-    def log_model(self, model: Any, input_example: Any = None, *, flavor: str | None = None) -> None:
+    def log_model(self, model: Any, input_example: Any = None, *,
+                  flavor: str | None = None) -> None:
         """Save the final model (with a signature inferred from ``input_example``).
 
         Call it on every worker once training ends; rank 0's model becomes the job's MLflow
@@ -273,7 +274,7 @@ class TrainContext:
 def _state_of(obj: Any) -> Any:
     """What a checkpoint keeps of ``obj``: a torch module's or optimizer's ``state_dict()``,
     a Keras model's weights, anything else as it is."""
-    if callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None)):
+    if callable(getattr(obj, "state_dict", None)) and hasattr(obj, "load_state_dict"):
         return obj.state_dict()
     if callable(getattr(obj, "get_weights", None)) and callable(getattr(obj, "set_weights", None)):
         return obj.get_weights()
@@ -293,6 +294,9 @@ def _load_into(obj: Any, state: Any) -> None:
 
 def worker_main(config: dict) -> None:
     """The function Ray Train runs in every worker: build the context, run the user's loop."""
+    from raymlp import _console
+
+    _console.quiet_ray()  # Ray Train logs each report in the worker
     payload: _Payload = config[PAYLOAD_KEY]
     ctx = TrainContext(payload)
     info = None

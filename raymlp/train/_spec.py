@@ -3,7 +3,8 @@
 Every check goes through :mod:`raymlp._spec`, so a bad value gets the same
 :class:`~raymlp.errors.SpecError` here as in a serving or cluster spec. What needs the runtime or
 the user's code at work (pickling the loop to ship it, the cluster's resources, installed
-frameworks) is checked by :func:`check_runtime` when the job runs, still before any Ray work.
+frameworks) is checked by :meth:`TrainJob.run` (``raymlp.train._job.prepare``), still before
+any Ray work.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 from raymlp import _spec
-from raymlp.errors import SpecError
 from raymlp.train import _job
 from raymlp.train._backend import Backend
 
@@ -73,7 +73,7 @@ class Scaling:
         return res
 
     def field_of(self, resource: str) -> str:
-        """The spec field that asks for Ray resource ``resource`` (``"GPU"`` -> ``Scaling.gpus``)."""
+        """The field that asks for Ray resource ``resource`` (``"GPU"``: ``Scaling.gpus``)."""
         if resource in _FIELD_OF_RESOURCE:
             return f"Scaling.{_FIELD_OF_RESOURCE[resource]}"
         return f"Scaling.resources[{resource!r}]"

@@ -26,8 +26,7 @@ def test_gpu_workers_use_nccl_and_put_the_model_on_their_device(ray_session, tmp
     import torch
 
     workers = min(2, torch.cuda.device_count())
-    job = train.TrainJob(loop=_device_loop, scaling=train.Scaling(workers=workers,
-                                                                   gpus_per_worker=1),
+    job = train.TrainJob(loop=_device_loop, scaling=train.Scaling(workers=workers, gpus=1),
                          config={"out": str(tmp_path)}, name="gpu")
     assert job.resolved_backend == "nccl"
     job.run()

@@ -21,7 +21,8 @@ def test_ddp_digits_reaches_accuracy_and_is_fully_tracked(ray_session, examples_
     import train_digits
 
     job = train.TrainJob(
-        loop=train_digits.digits_loop, framework="torch", name="digits-test", scaling=train.Scaling(workers=2),
+        loop=train_digits.digits_loop, framework="torch", name="digits-test",
+        scaling=train.Scaling(workers=2),
         config={"lr": 3e-3, "hidden": 64, "batch_size": 32, "epochs": 12},
         checkpointing=train.Checkpointing(every=1, keep=2, score="val_accuracy", mode="max"),
         data_hash=tracking.data_hash(*train_digits.load_digits_split()), data_name="digits",
