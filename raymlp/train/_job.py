@@ -93,6 +93,7 @@ def prepare(job: "TrainJob", *, parent_run_id: str | None = None,
 
     Raises:
         SpecError: the loop (or a generic backend) cannot be pickled; a bad ``timeout_s``.
+        TrackingError: there is no run ``parent_run_id``.
         DependencyError: the framework is not installed.
         ResourceError: the workers can never fit on the cluster (unless
             ``wait_for_resources``).
@@ -108,6 +109,11 @@ def prepare(job: "TrainJob", *, parent_run_id: str | None = None,
     else:
         # Only the workers import the framework: the driver checks that it is there.
         require(job.framework, purpose=f"framework={job.framework!r}", load=False)
+    experiment = job.experiment
+    if parent_run_id and experiment is None:
+        # A nested run lives in its parent's experiment (MLflow shows it under the parent).
+        parent = tracking.get_run(parent_run_id)
+        experiment = tracking.client().get_experiment(parent.info.experiment_id).name
     init()
     if not job.wait_for_resources:
         check_resources(job)
@@ -119,7 +125,7 @@ def prepare(job: "TrainJob", *, parent_run_id: str | None = None,
             "raymlp.storage": f"{storage_root}/{job_id}"}
     if job.data_hash:
         tags[tracking.TAG_DATA_HASH] = job.data_hash  # what register() copies for lineage
-    run_ = tracking.start_run(job.name, experiment=job.experiment, params=job.params(),
+    run_ = tracking.start_run(job.name, experiment=experiment, params=job.params(),
                               tags=tags, parent_run_id=parent_run_id)
     try:
         if job.data_hash:
@@ -143,12 +149,12 @@ def fit(prepared: Prepared, *, on_report: Callable[[dict], None] | None = None):
             and released, the run ended KILLED with the tag ``raymlp.timed_out``.
         JobError: training failed; the run ended FAILED.
     """
-    job, run_ = prepared.job, prepared.run
+    run_ = prepared.run
     deadline = None if prepared.timeout_s is None else time.time() + prepared.timeout_s
-    trainer = _trainer(prepared, Forwarder(run_.run_id, deadline))
     started = time.perf_counter()
     relay = Relay(run_, on_report=on_report)
     try:
+        trainer = _trainer(prepared, Forwarder(run_.run_id, deadline))
         with relay:
             ray_result = trainer.fit()
     except KeyboardInterrupt:

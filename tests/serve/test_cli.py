@@ -124,12 +124,14 @@ def test_deploy_file_with_set_overrides_names_a_bad_field(tmp_path):
         autoscaling=serve.Autoscaling(min_replicas=0, max_replicas=4),
         batching=serve.Batching(max_batch_size=8, max_wait_s=0.01))
 
-    for extra, field in ((["--set", "resources.num_cpus=1"], "InferenceService.resources.num_cpus"),
-                         (["--set", "replicas=two"], "InferenceService.replicas"),
-                         (["--set", "canary_percent=true"], "InferenceService.canary_percent")):
+    for extra, fragment in (
+            (["--set", "resources.num_cpus=1"],
+             "InferenceService.resources: unknown field 'num_cpus'"),
+            (["--set", "replicas=two"], "InferenceService.replicas must be"),
+            (["--set", "canary_percent=true"], "InferenceService.canary_percent must be")):
         out = _raymlp(["serve", "deploy", str(tmp_path / "svc.yaml"), *extra], env, tmp_path,
                       timeout=120)
-        assert out.returncode == 2 and field in out.stderr, (extra, out.stderr[-2000:])
+        assert out.returncode == 2 and fragment in out.stderr, (extra, out.stderr[-2000:])
         assert not (tmp_path / "home" / "head.json").exists()  # failed before any cluster work
 
 

@@ -12,8 +12,9 @@ pytestmark = [pytest.mark.slow]
 def test_custom_backend_sets_up_collectives_for_the_loop(ray_session, examples_path):
     import custom_backend
 
-    # A parent run, as a tuning study would hold: the job's run is nested under it.
-    parent = tracking.start_run("custom-parent")
+    # A parent run, as a tuning study would hold: the job's run is nested under it, in the
+    # parent's experiment.
+    parent = tracking.start_run("custom-parent", experiment="custom-study")
     result = train.TrainJob(loop=custom_backend.regression_loop, framework="generic",
                             backend=custom_backend.RawCollectives(),
                             scaling=train.Scaling(workers=2), config={"epochs": 40},
