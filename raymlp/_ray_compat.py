@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import ray
+
 from ray._common.network_utils import build_address as _build_address
 from ray.experimental import internal_kv as _kv
 from ray.serve import context as _serve_context
@@ -28,6 +30,7 @@ __all__ = [
     "DataParallelTrainer",
     "TrainingFramework",
     "UserCallback",
+    "abort_train_controller",
     "address_and_port",
     "build_address",
     "kv_delete",
@@ -82,6 +85,15 @@ def propagate_to_train(*names: str) -> None:
 def train_report_logger() -> logging.Logger:
     """The logger of Ray Train's per-report worker lines."""
     return logging.getLogger(_train_context.__file__)
+
+
+# Why: TrainJob.run(timeout_s=...) stops a run that outlives its bound from a callback inside
+# Ray Train's controller; TrainController.abort is what Ray's own Ctrl-C handler calls (it stops
+# the workers, releases their placement group and ends the controller). Waits for: a public way
+# to stop a Ray Train run.
+def abort_train_controller() -> None:
+    """Abort the Ray Train run whose controller actor calls this."""
+    ray.get_runtime_context().current_actor.abort.remote()
 
 
 # Why: the generic backend and raymlp's torch backend pick rank 0's address and a free port for

@@ -15,6 +15,8 @@ Every error raymlp raises on purpose derives from :class:`RaymlpError`::
     ├── JobError (also RuntimeError)             a job failed after it started (cause, run_id)
     ├── ServiceError                             a serving operation failed: unknown service, no
     │                                            canary to promote, a failed deploy
+    ├── RequestError                             an inference request a service cannot take
+    │                                            (status: the HTTP status it is answered with)
     ├── KubernetesError                          the Kubernetes API refused or failed a call (status)
     └── TimeoutError (also builtins.TimeoutError)  a wait ran out before the work finished
                                                  (what, timeout_s, last_status)
@@ -37,6 +39,7 @@ __all__ = [
     "JobError",
     "JobConnectionError",
     "KubernetesError",
+    "RequestError",
     "ServiceError",
     "TimeoutError",
 ]
@@ -105,6 +108,15 @@ class JobError(RaymlpError, RuntimeError):
 
 class ServiceError(RaymlpError):
     """A serving operation failed: unknown service, no canary to promote, a failed deploy."""
+
+
+class RequestError(RaymlpError):
+    """An inference request a service cannot take: answered with ``status`` (400 unless the
+    fault is the service's) and ``{"error": message}``."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 class KubernetesError(RaymlpError):

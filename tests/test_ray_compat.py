@@ -103,6 +103,11 @@ def test_train_entries_resolve(ray_session):
     logger = compat.train_report_logger()
     assert logger.name.endswith("train/v2/_internal/execution/context.py")
     assert not logger.isEnabledFor(logging.INFO)
+    # What abort_train_controller calls on the controller actor (run end to end by the
+    # train timeout test).
+    from ray.train.v2._internal.execution.controller import TrainController
+
+    assert callable(TrainController.abort) and callable(compat.abort_train_controller)
 
 
 def test_torch_entries_resolve():

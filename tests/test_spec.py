@@ -138,7 +138,7 @@ def _capability_specs():
 
     return {
         "train": {
-            "nan": lambda v: train.Scaling(cpus_per_worker=v),
+            "nan": lambda v: train.Scaling(cpus=v),
             "int": lambda v: train.Scaling(workers=v),
             "choice": lambda v: train.Scaling(placement_strategy=v),
         },

@@ -56,13 +56,8 @@ class Forwarder(_ray_compat.UserCallback):
             timer.start()
 
     def _stop_run(self) -> None:
-        import ray
-
         self._send({"timed_out": True})
-        # TrainController.abort is what Ray's own Ctrl-C handler calls: it stops the workers,
-        # releases their placement group and ends the controller. Ray has no public way to
-        # stop a run from a callback.
-        ray.get_runtime_context().current_actor.abort.remote()
+        _ray_compat.abort_train_controller()
 
     def _send(self, record: dict) -> None:
         self._seq += 1
