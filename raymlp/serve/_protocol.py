@@ -9,6 +9,8 @@ from typing import Any, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from raymlp.errors import RequestError
+
 # OIP datatype <-> numpy dtype.
 DATATYPES = {
     "BOOL": np.dtype(bool),
@@ -35,13 +37,6 @@ def datatype_of(dtype: np.dtype) -> str:
 # What a model or transformer raises when it rejects its input (the client's problem: a 400).
 REJECTED = (ValueError, TypeError, IndexError, KeyError)
 
-
-class RequestError(Exception):
-    """A request the service cannot take: answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 class _Body(BaseModel):

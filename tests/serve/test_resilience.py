@@ -128,7 +128,7 @@ def test_trained_model_deployed_by_alias_answers_what_it_predicts_locally(
     local = tracking.load_model(f"models:/{DIGITS}@champion", flavor="pytorch")
     if not isinstance(local, torch.nn.Module):  # a torch.export program (pt2)
         local = local.module()
-    # The replica runs torch on int(num_cpus) or 1 thread; BLAS sums in another order with
+    # The replica runs torch on int(cpus) or 1 thread; BLAS sums in another order with
     # more threads (1 ulp apart), so predict locally on one thread too for an exact match.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
