@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -74,9 +73,9 @@ LOAD = textwrap.dedent('''
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from raymlp._util import free_ports
+
+    return free_ports(1)[0]
 
 
 def _wait_http(url: str, timeout: float = 120) -> None:

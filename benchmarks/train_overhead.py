@@ -152,11 +152,9 @@ def _plain_worker(rank: int, world_size: int, port: int, config: dict, out_dir: 
 
 
 def _free_port() -> int:
-    import socket
+    from raymlp._util import free_ports
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def run_plain(config: dict, workers: int) -> tuple[float, dict]:

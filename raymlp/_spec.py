@@ -245,7 +245,7 @@ def _typed(field: str, hint: Any, value: Any) -> Any:
 
     try:
         adapter.validate_python(value, strict=True)
-    except pydantic.ValidationError as exc:
+    except pydantic.ValidationError:
         raise fail(field, value, _describe(hint)) from None
     return value
 

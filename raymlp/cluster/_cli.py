@@ -74,8 +74,10 @@ def _register_cluster(subparsers: Any) -> None:
         p.add_argument("name", metavar="NAME")
         _k8s_options(p)
         if action == "wait":
-            p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
-            p.add_argument("--poll", type=float, default=2.0, help="seconds between status reads")
+            p.add_argument("--timeout-s", "--timeout", dest="timeout", type=float, default=600.0,
+                           help="seconds to wait (default 600)")
+            p.add_argument("--poll-s", "--poll", dest="poll", type=float, default=2.0,
+                           help="seconds between status reads")
         if action == "status":
             p.add_argument("-o", "--output", choices=("text", "json"), default="text")
         p.set_defaults(func={"status": _status, "wait": _wait, "delete": _delete}[action])
@@ -232,7 +234,7 @@ def _register_submit(subparsers: Any) -> None:
     submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="job environment variable")
     submit.add_argument("--submission-id", help="a job id of your choosing")
     submit.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
-    submit.add_argument("--timeout", type=float, default=None,
+    submit.add_argument("--timeout-s", "--timeout", dest="timeout", type=float, default=None,
                         help="seconds to wait for the job to finish (it keeps running after)")
     submit.add_argument("entrypoint", nargs=argparse.REMAINDER, metavar="-- ENTRYPOINT")
     submit.set_defaults(func=_submit)

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import html
 import os
-import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from raymlp import _spec as check
 from raymlp._ray_compat import serve_client, versioned_deployment
-from raymlp._util import poll
+from raymlp._util import free_ports, poll
 from raymlp.errors import RaymlpError, ServiceError
 from raymlp.serve import _transformer
 from raymlp.serve._model import check_model_uri
@@ -236,12 +235,6 @@ def list_services() -> list[str]:
 
 # --- Ray Serve ------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _haproxy_root() -> str:
     """Where the ingress keeps its files: in raymlp's managed local head's temp dir when Serve
     runs there, so that `raymlp down`, which stops the processes naming that dir, stops the
@@ -269,6 +262,7 @@ def _controller_env(port: int) -> dict[str, str]:
         return {}
     base = os.path.join(_haproxy_root(), f"raymlp-haproxy-{os.getuid()}-{port}")
     os.makedirs(base, exist_ok=True)
+    stats_port, metrics_port = free_ports(2)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # What RAY_SERVE_THROUGHPUT_OPTIMIZED=1 sets (ray 2.60, serve/_private/constants.py),
@@ -286,8 +280,8 @@ def _controller_env(port: int) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(base, "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
         # A replica that dies mid-request closes its connections without an answer: the proxy
         # sends such requests (inference is idempotent) to another replica instead of failing.
         "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
