@@ -20,7 +20,7 @@ from pathlib import Path
 
 from raymlp import _config
 from raymlp._util import free_ports
-from raymlp.errors import ConfigError
+from raymlp.errors import ConfigError, TimeoutError
 
 __all__ = ["Head", "start", "stop", "current", "resolve_address"]
 
@@ -68,7 +68,7 @@ def current() -> Head | None:
 
 def start(*, num_cpus: int | None = None, num_gpus: int | None = None,
           temp_dir: str | None = None, env: dict[str, str] | None = None,
-          timeout_s: float = 120.0, record: bool = True) -> Head:
+          timeout_s: float = 180.0, record: bool = True) -> Head:
     """Start a Ray head on this machine on free ports; return it once its job API answers.
 
     Args:
@@ -110,7 +110,13 @@ def start(*, num_cpus: int | None = None, num_gpus: int | None = None,
                           f"\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     head = Head(address=f"127.0.0.1:{gcs}", dashboard_url=f"http://127.0.0.1:{dash}",
                 temp_dir=temp_dir)
-    _wait_for_jobs_api(head, timeout_s)
+    try:
+        _wait_for_jobs_api(head, timeout_s)
+    except TimeoutError as exc:  # raymlp's: leave no half-started head behind
+        stop(head)
+        raise ConfigError(f"the local Ray head at {head.address} started, but its job API at "
+                          f"{head.dashboard_url} did not answer within {timeout_s:g} s; it was "
+                          "stopped. Try again, or give --address of a running cluster") from exc
     if record:
         path = _state_file()
         path.parent.mkdir(parents=True, exist_ok=True)
