@@ -176,9 +176,11 @@ def test_load_scales_replicas_up_and_idle_scales_them_back_to_the_minimum(sklear
     x = sklearn_model["x"][:64]  # a larger batch keeps each request in flight a little longer
     url = f"{st.url}/v2/models/{name}/infer"
     with _Load(url, infer_body(x), threads=8) as load:
+        # Bounded generously: with the whole suite's leftovers on 2 cores, a replica's start
+        # alone has taken over a minute.
         up = wait_for("a second replica under load",
                        lambda: _status_when(name, lambda s: s.replicas >= 2),
-                       timeout=90)
+                       timeout=150)
         time.sleep(1.0)
     print(f"\nautoscaling: {up.replicas} replicas (target {up.target_replicas}) under load of 8 "
           f"clients; {load.sent} requests, {load.failed} failed")
