@@ -17,23 +17,23 @@ from raymlp.errors import RaymlpError
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__",
-    "init",
-    "shutdown",
-    "configure",
     "RaymlpError",
+    "__version__",
+    "cluster",
+    "configure",
+    "init",
+    "pipelines",
+    "serve",
+    "shutdown",
+    "tracking",
     "train",
     "tune",
-    "serve",
-    "pipelines",
-    "cluster",
-    "tracking",
 ]
 
 _SUBPACKAGES = {"train", "tune", "serve", "pipelines", "cluster", "tracking"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from raymlp import cluster, pipelines, serve, tracking, train, tune  # noqa: F401
+    from raymlp import cluster, pipelines, serve, tracking, train, tune
 
 
 def __getattr__(name: str):

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from raymlp.errors import ConfigError
 
-__all__ = ["Config", "LOG_LEVELS", "configure", "get", "reset"]
+__all__ = ["LOG_LEVELS", "Config", "configure", "get", "reset"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

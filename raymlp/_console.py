@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from raymlp import _config
 
@@ -214,7 +215,7 @@ class Progress:
         self._view = (_WidgetView(self) if _jupyter() else
                       _TqdmView(self) if _terminal() else _PlainView(self))
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -22,7 +22,7 @@ from raymlp import _config
 from raymlp._util import free_ports
 from raymlp.errors import ConfigError, TimeoutError
 
-__all__ = ["Head", "start", "stop", "current", "resolve_address"]
+__all__ = ["Head", "current", "resolve_address", "start", "stop"]
 
 _STATE = "head.json"
 

@@ -15,7 +15,6 @@ import logging
 from typing import Any
 
 import ray
-
 from ray._common.network_utils import build_address as _build_address
 from ray.experimental import internal_kv as _kv
 from ray.serve import context as _serve_context

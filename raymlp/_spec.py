@@ -23,23 +23,24 @@ import math
 import re
 import types
 import typing
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from raymlp.errors import SpecError
 
 __all__ = [
-    "fail",
-    "number",
-    "integer",
-    "choice",
-    "string",
-    "name",
     "boolean",
-    "mapping",
-    "instance",
+    "choice",
+    "fail",
     "from_data",
-    "to_data",
+    "instance",
+    "integer",
     "json_schema",
+    "mapping",
+    "name",
+    "number",
+    "string",
+    "to_data",
 ]
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")

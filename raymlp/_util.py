@@ -8,13 +8,22 @@ import importlib.util
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from raymlp.errors import SpecError, TimeoutError
 
-__all__ = ["load_object", "reference", "poll", "parse_key_values", "apply_overrides",
-           "upload_dir", "download_dir", "free_ports"]
+__all__ = [
+    "apply_overrides",
+    "download_dir",
+    "free_ports",
+    "load_object",
+    "parse_key_values",
+    "poll",
+    "reference",
+    "upload_dir",
+]
 
 T = TypeVar("T")
 

@@ -30,18 +30,18 @@ from __future__ import annotations
 import builtins
 
 __all__ = [
-    "RaymlpError",
-    "SpecError",
-    "ResourceError",
-    "DependencyError",
     "ConfigError",
-    "TrackingError",
-    "JobError",
+    "DependencyError",
     "JobConnectionError",
+    "JobError",
     "KubernetesError",
+    "RaymlpError",
     "RequestError",
+    "ResourceError",
     "ServiceError",
+    "SpecError",
     "TimeoutError",
+    "TrackingError",
 ]
 
 
@@ -127,7 +127,7 @@ class KubernetesError(RaymlpError):
         self.status = status
 
 
-class TimeoutError(RaymlpError, builtins.TimeoutError):  # noqa: A001 - raymlp.errors.TimeoutError
+class TimeoutError(RaymlpError, builtins.TimeoutError):
     """A wait ran out before the work finished; the work itself goes on unless the caller
     stops it.
 

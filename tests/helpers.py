@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from raymlp._util import free_ports
 
-__all__ = ["ENGINE_NOISE", "free_port", "free_ports", "wait_for", "infer_body"]
+__all__ = ["ENGINE_NOISE", "free_port", "free_ports", "infer_body", "wait_for"]
 
 # Strings that only the engines' log lines and warnings contain (issue 8, acceptance 7): the
 # console tests check that none reaches a user's terminal or notebook.

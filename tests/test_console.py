@@ -20,7 +20,6 @@ from tests.conftest import REPO
 from tests.helpers import ENGINE_NOISE
 
 
-
 def test_plain_progress_prints_at_most_a_line_per_period_and_the_final_state(capsys,
                                                                              monkeypatch):
     monkeypatch.setattr(_console, "PLAIN_PERIOD_S", 3600.0)

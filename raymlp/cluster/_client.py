@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from raymlp._spec import choice
 from raymlp._util import poll
@@ -27,7 +28,7 @@ from raymlp.cluster._crds import KINDS
 from raymlp.cluster._validate import validate_manifest
 from raymlp.errors import ConfigError, JobError, KubernetesError, SpecError
 
-__all__ = ["KubeRayClient", "ClusterResource", "ResourceStatus", "FIELD_MANAGER"]
+__all__ = ["FIELD_MANAGER", "ClusterResource", "KubeRayClient", "ResourceStatus"]
 
 GROUP, VERSION = "ray.io", "v1"
 JOB_TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")
@@ -170,7 +171,7 @@ class KubeRayClient:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def apply(self, resource: Any, *, dry_run: bool | str = False, force: bool = False) -> "ClusterResource":
+    def apply(self, resource: Any, *, dry_run: bool | str = False, force: bool = False) -> ClusterResource:
         """Create or update the resource with server-side apply (field manager ``"raymlp"``).
 
         Fields raymlp set on an earlier apply and left out now are removed on the cluster;

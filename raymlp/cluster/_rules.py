@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import yaml
 
 from raymlp.cluster._schema import ValidationIssue
 
-__all__ = ["FEATURE_GATES", "MAX_NAME_LENGTH", "SUBMISSION_MODES", "rule_issues", "RULES", "CLUSTER_RULES"]
+__all__ = ["CLUSTER_RULES", "FEATURE_GATES", "MAX_NAME_LENGTH", "RULES", "SUBMISSION_MODES", "rule_issues"]
 
 # 63-character DNS label minus the longest suffix the operator appends ("-serve-svc") = 53;
 # RayJob/RayService names get 6 more characters appended for the generated cluster name.

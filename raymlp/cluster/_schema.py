@@ -17,14 +17,15 @@ import copy
 import dataclasses
 import functools
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import jsonschema
 import yaml
 
 from raymlp.cluster._crds import KINDS, load_schema
 
-__all__ = ["ValidationIssue", "is_ray_resource", "apply_defaults", "schema_issues", "API_VERSION"]
+__all__ = ["API_VERSION", "ValidationIssue", "apply_defaults", "is_ray_resource", "schema_issues"]
 
 API_VERSION = "ray.io/v1"
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
@@ -318,7 +319,7 @@ def _cel_holds(rule: str, value: Any) -> bool | None:
     if " in obj" in expr and not isinstance(value, Mapping):
         return None
     # Only the tokens above reach eval: names, literals, and/or/not, `in` and brackets.
-    return bool(eval(expr, {"__builtins__": {}}, {"obj": value}))  # noqa: S307
+    return bool(eval(expr, {"__builtins__": {}}, {"obj": value}))
 
 
 def _cel_issues(schema: Mapping[str, Any], value: Any, path: list[Any]) -> list[ValidationIssue]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
 
 import yaml
 
@@ -22,14 +23,14 @@ from raymlp.cluster._validate import MAX_NAME_LENGTH, SUBMISSION_MODES, validate
 from raymlp.errors import SpecError
 
 __all__ = [
-    "HeadGroup",
-    "WorkerGroup",
     "Autoscaling",
     "GcsFaultTolerance",
+    "HeadGroup",
     "RayClusterSpec",
     "RayJobSpec",
-    "ServeApplication",
     "RayServiceSpec",
+    "ServeApplication",
+    "WorkerGroup",
     "to_yaml",
 ]
 

@@ -13,12 +13,13 @@ import asyncio
 import socket
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from raymlp.errors import ConfigError, JobConnectionError
 
-__all__ = ["dashboard_url", "connect", "submit_job", "follow_job", "TERMINAL_STATES", "DASHBOARD_PORT"]
+__all__ = ["DASHBOARD_PORT", "TERMINAL_STATES", "connect", "dashboard_url", "follow_job", "submit_job"]
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 #: The port of a Ray head's dashboard and job API unless ``ray start --dashboard-port`` says otherwise.

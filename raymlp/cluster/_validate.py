@@ -13,14 +13,34 @@ and says what is allowed.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from raymlp.cluster._crds import KINDS
-from raymlp.cluster._rules import FEATURE_GATES, MAX_NAME_LENGTH, SUBMISSION_MODES, metadata_issues, rule_issues
-from raymlp.cluster._schema import API_VERSION, ValidationIssue, apply_defaults, is_ray_resource, schema_issues
+from raymlp.cluster._rules import (
+    FEATURE_GATES,
+    MAX_NAME_LENGTH,
+    SUBMISSION_MODES,
+    metadata_issues,
+    rule_issues,
+)
+from raymlp.cluster._schema import (
+    API_VERSION,
+    ValidationIssue,
+    apply_defaults,
+    is_ray_resource,
+    schema_issues,
+)
 
-__all__ = ["ValidationIssue", "validate_manifest", "is_ray_resource", "apply_defaults", "FEATURE_GATES",
-           "MAX_NAME_LENGTH", "SUBMISSION_MODES"]
+__all__ = [
+    "FEATURE_GATES",
+    "MAX_NAME_LENGTH",
+    "SUBMISSION_MODES",
+    "ValidationIssue",
+    "apply_defaults",
+    "is_ray_resource",
+    "validate_manifest",
+]
 
 
 def validate_manifest(manifest: Mapping[str, Any], *,

@@ -4,7 +4,7 @@ model's signature. Every problem with a request becomes a :class:`RequestError` 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -47,35 +47,35 @@ class RequestInput(_Body):
     name: str
     shape: list[int]
     datatype: str
-    parameters: Optional[dict[str, Any]] = None
-    data: Optional[list[Any]] = None  # None: the tensor travels binary (binary_data_size)
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None  # None: the tensor travels binary (binary_data_size)
 
 
 class RequestOutput(_Body):
     name: str
-    parameters: Optional[dict[str, Any]] = None
+    parameters: dict[str, Any] | None = None
 
 
 class InferenceRequest(_Body):
-    id: Optional[str] = None
-    parameters: Optional[dict[str, Any]] = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
     inputs: list[RequestInput]
-    outputs: Optional[list[RequestOutput]] = None
+    outputs: list[RequestOutput] | None = None
 
 
 class ResponseOutput(_Body):
     name: str
     shape: list[int]
     datatype: str
-    parameters: Optional[dict[str, Any]] = None
-    data: Optional[list[Any]] = None
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
 
 
 class InferenceResponse(_Body):
     model_name: str
-    model_version: Optional[str] = None
-    id: Optional[str] = None
-    parameters: Optional[dict[str, Any]] = None
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
     outputs: list[ResponseOutput]
 
 
@@ -94,8 +94,8 @@ class ModelMetadata(_Body):
 
 
 class V1Request(_Body):
-    instances: Optional[list[Any]] = None
-    inputs: Optional[Union[list[Any], dict[str, Any]]] = None
+    instances: list[Any] | None = None
+    inputs: Union[list[Any], dict[str, Any]] | None = None
 
 
 def parse(model: type[BaseModel], body: bytes) -> Any:

@@ -24,7 +24,8 @@ import random
 import re
 import time
 import zlib
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray
@@ -95,7 +96,7 @@ class _Decoded(NamedTuple):
     tensors: dict[str, np.ndarray]
     logged: bytes  # what the payload log records (v2: the JSON part)
     request: Any = None  # the parsed request, when encoding the answer needs it
-    id: Optional[str] = None
+    id: str | None = None
 
 
 class _Endpoint(NamedTuple):
@@ -121,8 +122,8 @@ class ModelServer:
         self._counts: dict[str, int] = {}
         self._batch_sizes: dict[int, int] = {}  # requests per batched model call -> calls
         self._metrics = Metrics()
-        self._payload: Optional[payload.PayloadLogger] = None
-        self._explainer: Optional[str] = None
+        self._payload: payload.PayloadLogger | None = None
+        self._explainer: str | None = None
         self._explainers = Explainers()
         self._transformer: Transformer | None = None
         self._v2 = _Endpoint("v2", self._decode_v2, self._run, self._encode_v2)
@@ -223,7 +224,7 @@ class ModelServer:
     # --- the request skeleton -------------------------------------------------------------
 
     async def _serve(self, endpoint: _Endpoint, request: Request, model_name: str,
-                     version: Optional[str]) -> Response:
+                     version: str | None) -> Response:
         """Auth and pick a variant, read the body, decode, compute, encode; count the request
         and log its payload whatever the outcome."""
         started = time.perf_counter()
@@ -243,7 +244,7 @@ class ModelServer:
             self._count(name, exc.status, started)
             return self._logged(_failure(exc), endpoint.name, variant, raw, started)
 
-    def _pick(self, request: Request, model_name: str, version: Optional[str] = None) -> _Variant:
+    def _pick(self, request: Request, model_name: str, version: str | None = None) -> _Variant:
         if self._auth is not None:
             header = request.headers.get("authorization", "")
             token = header[7:] if header[:7].lower() == "bearer " else ""
@@ -345,8 +346,8 @@ class ModelServer:
                         results[i] = oip.RequestError(f"the model rejected the input: {one}")
         return results
 
-    def _logged(self, response: Response, endpoint: str, variant: Optional[_Variant],
-                raw: Optional[bytes], started: float, request_id: Optional[str] = None):
+    def _logged(self, response: Response, endpoint: str, variant: _Variant | None,
+                raw: bytes | None, started: float, request_id: str | None = None):
         if self._payload is not None:
             self._payload.log(payload.record(self._service, endpoint, variant,
                                              response.status_code, started, request_id),

@@ -43,12 +43,12 @@ from raymlp.tracking._store import (
 
 __all__ = [
     "FLAVORS",
-    "Flavor",
-    "Run",
     "TAG_DATA_HASH",
     "TAG_KIND",
     "TAG_MODEL_URI",
     "TAG_SOURCE_RUN",
+    "Flavor",
+    "Run",
     "child_runs",
     "client",
     "data_hash",

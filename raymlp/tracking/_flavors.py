@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Iterable
+from collections.abc import Iterable
 
 from raymlp import _spec
 

@@ -7,8 +7,9 @@ import copy
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from raymlp.errors import TrackingError
 from raymlp.tracking._flavors import flavor as _flavor

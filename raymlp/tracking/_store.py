@@ -9,13 +9,14 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from raymlp import _config, _console, _spec
 from raymlp.errors import TrackingError
-from raymlp.tracking._flavors import flavor as _flavor
 from raymlp.tracking import _models
+from raymlp.tracking._flavors import flavor as _flavor
 from raymlp.tracking._models import save_model
 
 # Lineage tags written on runs and model versions.
@@ -146,7 +147,7 @@ class Run:
     def __repr__(self) -> str:
         return f"Run(run_id={self.run_id!r})"
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -49,7 +49,7 @@ class Backend(abc.ABC):
     def setup(self, worker: WorkerInfo) -> None:
         """Runs in every worker, before the training loop."""
 
-    def teardown(self, worker: WorkerInfo) -> None:  # noqa: B027 - optional hook
+    def teardown(self, worker: WorkerInfo) -> None:
         """Runs in every worker after the loop (also when it failed)."""
 
 

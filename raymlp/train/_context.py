@@ -7,8 +7,9 @@ import json
 import pickle
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from raymlp._util import upload_dir
 

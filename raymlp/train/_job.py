@@ -18,8 +18,9 @@ import dataclasses
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from raymlp import _config, _ray_compat, _spec
 from raymlp._imports import require
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from raymlp.tracking import Run
     from raymlp.train._spec import TrainJob
 
-__all__ = ["Prepared", "prepare", "fit", "finish", "run"]
+__all__ = ["Prepared", "finish", "fit", "prepare", "run"]
 
 # Set on the run of a job stopped by its timeout_s.
 TAG_TIMED_OUT = "raymlp.timed_out"
@@ -54,16 +55,16 @@ class Prepared:
         duration_s: wall time of :func:`fit`, once it ran.
     """
 
-    job: "TrainJob"
+    job: TrainJob
     job_id: str
-    run: "Run"
+    run: Run
     storage_root: str
     model_dir: str
     timeout_s: float | None = None
     duration_s: float = 0.0
 
 
-def run(job: "TrainJob", *, parent_run_id: str | None = None,
+def run(job: TrainJob, *, parent_run_id: str | None = None,
         timeout_s: float | None = None) -> TrainResult:
     """:meth:`TrainJob.run`: the three phases with progress on the console and a summary."""
     from raymlp import _console
@@ -87,7 +88,7 @@ def run(job: "TrainJob", *, parent_run_id: str | None = None,
     return result
 
 
-def prepare(job: "TrainJob", *, parent_run_id: str | None = None,
+def prepare(job: TrainJob, *, parent_run_id: str | None = None,
             timeout_s: float | None = None) -> Prepared:
     """Check what needs the runtime, connect to Ray and open the job's MLflow run.
 
@@ -298,7 +299,7 @@ def check_shippable(field: str, obj: Any) -> None:
         ) from exc
 
 
-def check_resources(job: "TrainJob") -> None:
+def check_resources(job: TrainJob) -> None:
     """Fail fast when the cluster can never hold the workers (Ray would wait forever).
 
     Raises:

@@ -18,7 +18,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from raymlp import _ray_compat
 
@@ -102,7 +103,7 @@ class Relay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="raymlp-train-relay", daemon=True)
 
-    def __enter__(self) -> "Relay":
+    def __enter__(self) -> Relay:
         self._thread.start()
         return self
 

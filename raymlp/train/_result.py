@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from raymlp.errors import JobError
 

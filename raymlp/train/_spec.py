@@ -10,7 +10,8 @@ any Ray work.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from raymlp import _spec
 from raymlp.train import _job

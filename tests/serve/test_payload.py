@@ -40,7 +40,7 @@ def model(ray_session):
 class _Collector(http.server.BaseHTTPRequestHandler):
     batches: list = []
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).batches.append(json.loads(body))
         self.send_response(200)

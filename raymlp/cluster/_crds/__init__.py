@@ -16,7 +16,7 @@ import json
 from importlib import resources
 from typing import Any
 
-__all__ = ["KUBERAY_VERSION", "KINDS", "load_schema"]
+__all__ = ["KINDS", "KUBERAY_VERSION", "load_schema"]
 
 #: The KubeRay release whose CRDs the shipped schemas come from.
 KUBERAY_VERSION = "v1.7.0"
