@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from raymlp import _config
@@ -104,19 +105,23 @@ def start(*, num_cpus: int | None = None, num_gpus: int | None = None,
     # Job entrypoints run `python` from the head's PATH: make it this interpreter, with Ray.
     full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"
     full_env.update(env or {})
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=full_env)
-    if out.returncode != 0:
-        raise ConfigError(f"starting a local Ray head failed (ray start exited {out.returncode}):"
-                          f"\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     head = Head(address=f"127.0.0.1:{gcs}", dashboard_url=f"http://127.0.0.1:{dash}",
                 temp_dir=temp_dir)
+    deadline = time.monotonic() + timeout_s
     try:
-        _wait_for_jobs_api(head, timeout_s)
-    except TimeoutError as exc:  # raymlp's: leave no half-started head behind
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=full_env)
+        if out.returncode == 0:
+            _wait_for_jobs_api(head, max(deadline - time.monotonic(), 1.0))
+    except (subprocess.TimeoutExpired, TimeoutError) as exc:  # leave no half-started head
         stop(head)
-        raise ConfigError(f"the local Ray head at {head.address} started, but its job API at "
-                          f"{head.dashboard_url} did not answer within {timeout_s:g} s; it was "
-                          "stopped. Try again, or give --address of a running cluster") from exc
+        raise ConfigError(f"the local Ray head at {head.address} did not come up (its job API "
+                          f"at {head.dashboard_url} answering) within {timeout_s:g} s; what had "
+                          "started was stopped. Try again on a less busy machine, or give "
+                          "--address of a running cluster") from exc
+    if out.returncode != 0:
+        stop(head)
+        raise ConfigError(f"starting a local Ray head failed (ray start exited {out.returncode}):"
+                          f"\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     if record:
         path = _state_file()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +158,19 @@ def _processes(temp_dir: str) -> list:
     return out
 
 
+def _tree(procs: list) -> list:
+    """``procs`` and all their descendants."""
+    import psutil
+
+    found = {p.pid: p for p in procs}
+    for p in procs:
+        try:
+            found.update((c.pid, c) for c in p.children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return list(found.values())
+
+
 def stop(head: Head | None = None) -> Head | None:
     """Stop ``head`` (default: the recorded one): exactly its processes; returns what it stopped."""
     import shutil
@@ -168,18 +186,27 @@ def stop(head: Head | None = None) -> Head | None:
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)
             return None
-    procs = _processes(head.temp_dir)
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    # Ray's workers rename themselves (``ray::ServeReplica…``), so the temp dir is not in their
+    # command line: they are found as descendants of the head's processes. A worker that
+    # outlived its raylet for a moment could start a child (the Serve proxy restarts HAProxy),
+    # so the scan repeats until nothing of the head is left.
+    deadline = time.monotonic() + 30
+    while True:
+        procs = _tree(_processes(head.temp_dir))
+        if not procs or time.monotonic() > deadline:
+            break
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
     shutil.rmtree(head.temp_dir, ignore_errors=True)
     if path.is_file():
         try:

@@ -1,8 +1,9 @@
 """``raymlp serve`` on a machine with nothing configured (acceptance 8): subprocesses in a clean
 environment (no RAY_ADDRESS, no RAYMLP_* but a fresh RAYMLP_HOME), working in a temporary
 directory that holds a model the test saved. ``deploy`` starts and announces a managed local
-Ray head and prints the URL, a second command reaches the same service, ``raymlp down`` stops
-what was started. Also: a service YAML file with ``--set`` overrides, and ``schema``."""
+Ray head and prints the URL, a second command reaches the same service, ``raymlp up`` finds
+that head, ``raymlp down`` stops exactly what was started (one head for the whole check: each
+costs ~30 s on 2 cores). Also: a service YAML file with ``--set`` overrides, and ``schema``."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def workdir(tmp_path):
     _raymlp(["down"], env, tmp_path, timeout=120)
 
 
-def test_deploy_with_nothing_configured_starts_a_local_head_and_down_stops_it(workdir):
+def test_deploy_with_nothing_configured_starts_a_local_head_that_up_finds_and_down_stops(workdir):
     env, cwd = workdir["env"], workdir["dir"]
     port = free_port()
     out = _raymlp(["serve", "deploy", "--name", "x", "--model", "model", "--cpus", "0.5",
@@ -90,6 +91,16 @@ def test_deploy_with_nothing_configured_starts_a_local_head_and_down_stops_it(wo
 
     head = json.loads((workdir["home"] / "head.json").read_text())
     assert _head_processes(head["temp_dir"])
+    # `raymlp up` finds the head the deploy started instead of starting another, and a program
+    # joins it as an ordinary Ray cluster.
+    up = _raymlp(["up"], env, cwd, timeout=120)
+    assert up.returncode == 0 and up.stdout.strip() == head["address"], up.stderr
+    assert "already up" in up.stderr
+    code = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
+            "print(ray.cluster_resources()['CPU'] > 0)" % head["address"])
+    joined = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env={**env, "RAY_AUTH_MODE": "disabled"})
+    assert joined.stdout.strip().splitlines()[-1:] == ["True"], joined.stderr[-2000:]
     down = _raymlp(["down"], env, cwd, timeout=120)
     assert down.returncode == 0 and head["address"] in down.stdout, down.stderr
     assert _head_processes(head["temp_dir"]) == []
@@ -105,6 +116,9 @@ def test_deploy_with_nothing_configured_starts_a_local_head_and_down_stops_it(wo
     wait_for("the service URL to stop answering", unreachable, timeout=30)
     gone = _raymlp(["serve", "status", "x"], env, cwd, timeout=120)
     assert gone.returncode == 2 and "raymlp up" in gone.stderr  # no head started for a status
+    assert not (workdir["home"] / "head.json").exists()
+    again = _raymlp(["down"], env, cwd, timeout=120)
+    assert again.returncode == 0 and "no local Ray head to stop" in again.stdout
 
 
 def test_deploy_file_with_set_overrides_names_a_bad_field(tmp_path):
