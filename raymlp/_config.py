@@ -4,6 +4,10 @@
 setting                     variable                        default
 ==========================  ==============================  =====================================
 ray_address                 RAYMLP_RAY_ADDRESS, RAY_ADDRESS  None: start a local Ray instance
+ray_token                   RAYMLP_RAY_TOKEN, RAY_AUTH_TOKEN None: the file RAY_AUTH_TOKEN_PATH,
+                            (RAY_AUTH_TOKEN_PATH)           else ~/.ray/auth_token, when there;
+                                                            the token of a token-authenticated
+                                                            Ray head (Ray 2.60's default)
 tracking_uri                RAYMLP_TRACKING_URI             sqlite:///<cwd>/.raymlp/mlflow.db
 artifact_root               RAYMLP_ARTIFACT_ROOT            <cwd>/.raymlp/artifacts
 storage_root                RAYMLP_STORAGE_ROOT             <cwd>/.raymlp/storage (any fsspec URL)
@@ -30,7 +34,7 @@ from pathlib import Path
 
 from raymlp.errors import ConfigError
 
-__all__ = ["LOG_LEVELS", "Config", "configure", "get", "reset"]
+__all__ = ["LOG_LEVELS", "Config", "configure", "explicit_env", "get", "reset"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -41,6 +45,8 @@ class Config:
 
     Attributes:
         ray_address: address of an existing Ray cluster, or None to start a local instance.
+        ray_token: the authentication token of the Ray cluster (heads with token
+            authentication), or None; never shown in the repr.
         tracking_uri: the MLflow tracking URI (a local SQLite store by default).
         artifact_root: where a local MLflow store keeps artifacts.
         storage_root: root of checkpoints and job outputs; a local path or any fsspec URL.
@@ -57,6 +63,7 @@ class Config:
     experiment: str
     home: str
     log_level: str = "ERROR"
+    ray_token: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("tracking_uri", "artifact_root", "storage_root", "experiment", "home"):
@@ -110,7 +117,33 @@ def _resolve(environ: Mapping[str, str]) -> Config:
         experiment=pick("experiment", "RAYMLP_EXPERIMENT", default="raymlp"),
         home=str(home),
         log_level=pick("log_level", "RAYMLP_LOG_LEVEL", default="ERROR"),
+        ray_token=pick("ray_token", "RAYMLP_RAY_TOKEN", "RAY_AUTH_TOKEN",
+                       default=_token_file(environ)),
     )
+
+
+def _token_file(environ: Mapping[str, str]) -> str | None:
+    """The token in Ray's token file (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``)."""
+    path = Path(environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def explicit_env() -> dict[str, str]:
+    """The ``RAYMLP_*`` settings given explicitly (by :func:`configure` or the environment)
+    that a job on another machine should inherit: tracking, storage and experiment. The
+    defaults are left out, since they point into this machine's raymlp home."""
+    cfg = get()
+    out = {}
+    for name, var, also in (("tracking_uri", "RAYMLP_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+                            ("artifact_root", "RAYMLP_ARTIFACT_ROOT", None),
+                            ("storage_root", "RAYMLP_STORAGE_ROOT", None),
+                            ("experiment", "RAYMLP_EXPERIMENT", None)):
+        if name in _overrides or os.environ.get(var) or (also and os.environ.get(also)):
+            out[var] = getattr(cfg, name)
+    return out
 
 
 def get() -> Config:

@@ -59,7 +59,8 @@ _set_address = [False]  # whether init() set RAY_ADDRESS (shutdown() then remove
 
 
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
-         dashboard: bool = True, verbose: bool | None = None) -> RuntimeInfo:
+         dashboard: bool = True, verbose: bool | None = None,
+         token: str | None = None) -> RuntimeInfo:
     """Connect to Ray, starting a local instance when no cluster address is configured.
 
     The address comes from ``address``, then ``RAYMLP_RAY_ADDRESS`` / ``RAY_ADDRESS``. Inside a
@@ -73,12 +74,15 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             submission and Ray Train's controller monitoring need it).
         verbose: True lets the engines' (Ray, MLflow) INFO lines and warnings through, as
             ``RAYMLP_LOG_LEVEL=INFO`` does; by default only their errors reach the console.
+        token: the cluster's authentication token (Ray 2.60 heads have token authentication
+            on by default); default ``RAYMLP_RAY_TOKEN`` / ``RAY_AUTH_TOKEN``, else Ray's token
+            file.
 
     Returns:
         RuntimeInfo: the address, whether it is local, and the cluster's resources.
 
     Raises:
-        ConfigError: the address cannot be reached.
+        ConfigError: the address cannot be reached, or refuses this process's token.
     """
     global _info
     import ray
@@ -102,8 +106,14 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                             "log_to_driver": True}
             if address:
                 _probe(address)
+                _use_token(token or cfg.ray_token)
                 try:
                     context = ray.init(address=address, **kwargs)
+                except ray.exceptions.AuthenticationError as exc:
+                    raise ConfigError(
+                        f"the Ray cluster at ray_address={address!r} refused the connection: it "
+                        "has token authentication on; pass raymlp.init(address, token=...) or set "
+                        "RAYMLP_RAY_TOKEN (`ray get-auth-token` on the head prints it)") from exc
                 except (ConnectionError, RuntimeError, ValueError) as exc:
                     raise ConfigError(
                         f"cannot connect to the Ray cluster at ray_address={address!r}: {exc}"
@@ -130,6 +140,13 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             tracking_uri=cfg.tracking_uri,
         )
         return _info
+
+
+def _use_token(token: str | None) -> None:
+    """Have Ray (its C++ token loader reads the environment) present ``token`` to the cluster."""
+    if token:
+        os.environ["RAY_AUTH_TOKEN"] = token
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def _probe(address: str, timeout_s: float = 5.0) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "load_object",
     "parse_key_values",
     "poll",
+    "read_data_file",
     "reference",
     "upload_dir",
 ]
@@ -164,6 +165,32 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def read_data_file(path: str, *, what: str = "file") -> dict[str, Any]:
+    """The mapping a YAML or JSON file holds (a ``.json`` suffix reads JSON, anything else YAML).
+
+    Raises:
+        SpecError: a missing file, a file that does not parse, or one that holds no mapping;
+            ``what`` names the file in the message (``"experiment file"``).
+    """
+    import json
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{what} {path!r} does not exist", field="file", value=path,
+                        allowed="an existing YAML or JSON file")
+    try:
+        data = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
+    except (ValueError, yaml.YAMLError) as exc:
+        raise SpecError(f"{what} {path!r} is not valid {p.suffix or 'YAML'}: {exc}",
+                        field="file", value=path, allowed="YAML or JSON") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{what} {path!r} must hold a mapping of fields", field="file",
+                        value=path, allowed="a mapping")
+    return data
 
 
 def upload_dir(src: str | Path, dest: str) -> None:

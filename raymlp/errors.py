@@ -13,6 +13,10 @@ Every error raymlp raises on purpose derives from :class:`RaymlpError`::
     ├── TrackingError                            the MLflow layer failed (store unreachable, unknown
     │                                            run or model, ...)
     ├── JobError (also RuntimeError)             a job failed after it started (cause, run_id)
+    │   ├── ExperimentError                      a tuning experiment ended with more failed
+    │   │                                        trials than allowed (failures: each one's cause)
+    │   └── PipelineError                        a pipeline run failed: the step and its exception
+    │                                            (step, cause, run_id)
     ├── ServiceError                             a serving operation failed: unknown service, no
     │                                            canary to promote, a failed deploy
     ├── RequestError                             an inference request a service cannot take
@@ -32,9 +36,11 @@ import builtins
 __all__ = [
     "ConfigError",
     "DependencyError",
+    "ExperimentError",
     "JobConnectionError",
     "JobError",
     "KubernetesError",
+    "PipelineError",
     "RaymlpError",
     "RequestError",
     "ResourceError",
@@ -104,6 +110,28 @@ class JobError(RaymlpError, RuntimeError):
         super().__init__(message)
         self.cause = cause
         self.run_id = run_id
+
+
+class PipelineError(JobError):
+    """A pipeline run failed: ``step`` names the failed step, ``cause`` its exception and
+    ``run_id`` the pipeline run (which :func:`raymlp.pipelines.resume` continues)."""
+
+    def __init__(self, message: str, *, step: str | None = None, cause: str | None = None,
+                 run_id: str | None = None):
+        super().__init__(message, cause=cause, run_id=run_id)
+        self.step = step
+
+
+class ExperimentError(JobError):
+    """A tuning experiment failed: more trials failed than ``max_failed_trials`` allows.
+
+    Attributes:
+        failures: one ``{"trial_id", "params", "error", "run_id"}`` per failed trial.
+    """
+
+    def __init__(self, message: str, *, failures: list | None = None, run_id: str | None = None):
+        super().__init__(message, cause=None, run_id=run_id)
+        self.failures = list(failures or [])
 
 
 class ServiceError(RaymlpError):

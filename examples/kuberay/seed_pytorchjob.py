@@ -3,23 +3,27 @@
 Kubeflow runs four pods, each a torch.distributed process group member with 4 GPUs. On Ray
 the same hardware is one worker group of 4 pods x 4 GPUs, and the entrypoint starts 16 Ray
 Train workers (one per GPU) with the NCCL backend; the head runs no training (``num-cpus: 0``).
-Render it with::
+
+It runs on the stock ``rayproject/ray`` GPU image as it is: raymlp and its requirements travel
+with the job (``runtime="ship"``), and this folder is its working directory; ``raymlp cluster
+apply`` zips both and uploads them to the storage root before it applies the RayJob. The run,
+the checkpoints and the model go to the ``cluster/mlflow`` services (``ResultStore()``), so they
+outlive the cluster, which is deleted after the job. Render or apply it with::
 
     raymlp cluster render examples/kuberay/seed_pytorchjob.py
+    raymlp cluster apply examples/kuberay/seed_pytorchjob.py -n team-a
 """
 
-from raymlp.cluster import RayClusterSpec, RayJobSpec, WorkerGroup, to_yaml
+from pathlib import Path
 
-# Where the cluster fetches this repository's code from (a zip of the repo, or an s3:// or
-# gs:// URI); replace it with where your copy lives.
-CODE_URI = "https://github.com/your-org/raymlp/archive/refs/heads/main.zip"
+from raymlp.cluster import RayClusterSpec, RayJobSpec, ResultStore, WorkerGroup, to_yaml
 
 PODS, GPUS_PER_POD = 4, 4
 
 job = RayJobSpec(
     name="pytorchjob-seed",
     entrypoint=[
-        "python", "examples/kuberay/train_ddp.py",
+        "python", "train_ddp.py",
         "--workers", str(PODS * GPUS_PER_POD),
         "--gpus-per-worker", "1",
         "--backend", "nccl",
@@ -37,8 +41,10 @@ job = RayJobSpec(
             )
         ],
     ),
-    working_dir=CODE_URI,
-    pip=["torch>=2.3,<3"],
+    working_dir=str(Path(__file__).resolve().parent),
+    results=ResultStore(experiment="pytorchjob-seed"),
+    runtime="ship",
+    extras=("torch",),
     shutdown_after_finish=True,
     ttl_after_finished_s=600,
     backoff_limit=2,

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4096, help="synthetic training samples")
+    parser.add_argument("--placement", choices=["PACK", "SPREAD"], default="PACK",
+                        help="PACK workers onto few nodes, or SPREAD them over the nodes")
     return parser
 
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train.TrainJob(
         loop=train_loop, framework="torch", name="seed-pytorchjob", backend=args.backend,
         scaling=train.Scaling(workers=args.workers, gpus=args.gpus_per_worker,
-                              cpus=args.cpus_per_worker),
+                              cpus=args.cpus_per_worker, placement_strategy=args.placement),
         config={k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "samples")},
         max_failures=3,
     ).run()

@@ -9,14 +9,21 @@ the operator's cross-field rules before anything is sent::
         name="digits",
         entrypoint="python train.py",
         cluster=cluster.RayClusterSpec(workers=[cluster.WorkerGroup(name="gpu", replicas=4, gpus=4)]),
+        results=cluster.ResultStore(),         # cluster/mlflow: tracking server + S3 storage
     )
     client = cluster.KubeRayClient(namespace="team-a")
     handle = client.apply(job)                 # server-side apply; dry_run="All" checks only
     handle.wait(timeout_s=3600)
 
+Results outlive the cluster: a :class:`ResultStore` (by default the ``cluster/mlflow``
+services) gives every pod the tracking server and the S3 storage root; a job on a cluster that
+is deleted after it refuses to render with a local tracking store. On a stock ``rayproject/ray``
+image raymlp travels with the job (``runtime="ship"``: its package and the requirements read
+from its metadata), or comes with the image of ``cluster/image/Dockerfile`` (``"image"``).
+
 Jobs can also go straight to any Ray cluster through Ray's Job Submission API
-(:func:`submit_job`, the ``raymlp submit`` command); :func:`dashboard_url` finds its job API
-from the cluster's address.
+(:func:`submit_job`, the ``raymlp submit`` command, token-authenticated heads included);
+:func:`dashboard_url` finds its job API from the cluster's address.
 """
 
 from raymlp.cluster._client import ClusterResource, KubeRayClient, ResourceStatus
@@ -28,6 +35,7 @@ from raymlp.cluster._specs import (
     RayClusterSpec,
     RayJobSpec,
     RayServiceSpec,
+    ResultStore,
     ServeApplication,
     WorkerGroup,
     to_yaml,
@@ -49,6 +57,7 @@ __all__ = [
     "RayJobSpec",
     "RayServiceSpec",
     "ResourceStatus",
+    "ResultStore",
     "ServeApplication",
     "ValidationIssue",
     "WorkerGroup",

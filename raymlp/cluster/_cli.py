@@ -82,6 +82,13 @@ def _register_cluster(subparsers: Any) -> None:
             p.add_argument("-o", "--output", choices=("text", "json"), default="text")
         p.set_defaults(func={"status": _status, "wait": _wait, "delete": _delete}[action])
 
+    docker = sub.add_parser(
+        "dockerfile", help="print the image recipe: the rayproject/ray image of this Ray version with raymlp "
+        "and exactly the requirements a shipped job installs (cluster/image/Dockerfile)")
+    docker.add_argument("--extras", default="torch,s3", metavar="EXTRA,...",
+                        help="raymlp extras to install (default: torch,s3)")
+    docker.set_defaults(func=_dockerfile)
+
     logs = sub.add_parser("logs", help="print the logs of a RayJob's submitter pod")
     logs.add_argument("name", metavar="NAME")
     logs.add_argument("--tail", type=int, default=None, help="only the last N lines")
@@ -94,6 +101,13 @@ def _render(args: argparse.Namespace) -> int:
     from raymlp.cluster._specs import to_yaml
 
     print(to_yaml(*[spec.render() for spec in load_specs(args.spec)]), end="")
+    return 0
+
+
+def _dockerfile(args: argparse.Namespace) -> int:
+    from raymlp.cluster._ship import dockerfile
+
+    print(dockerfile([e for e in args.extras.split(",") if e.strip()]), end="")
     return 0
 
 
@@ -130,12 +144,21 @@ def _client(args: argparse.Namespace):
 
 def _apply(args: argparse.Namespace) -> int:
     from raymlp.cluster._files import load_manifests, load_specs
+    from raymlp.cluster._ship import upload_package
     from raymlp.cluster._validate import is_ray_resource
 
     manifests = []
     for target in args.files:
         if target.partition(":")[0].endswith(".py") or not target.endswith((".yaml", ".yml", ".json")):
-            manifests += [spec.render() for spec in load_specs(target)]
+            for spec in load_specs(target):
+                manifests.append(spec.render())
+                # The code the manifest refers to by URI (working dir, shipped raymlp) goes first.
+                for folder, uri, wrap in getattr(spec, "uploads", list)():
+                    if args.dry_run:
+                        print(f"would upload {folder} to {uri}")
+                    else:
+                        upload_package(folder, uri, wrap=wrap)
+                        print(f"uploaded {folder} to {uri}")
         else:
             docs = load_manifests(target)
             skipped = [d for d in docs if not is_ray_resource(d)]
@@ -219,6 +242,13 @@ def _address_option(p: argparse.ArgumentParser) -> None:
         help="the cluster's dashboard / job API URL, e.g. http://HEAD:8265, when it is not on port 8265 of "
         "the --address host",
     )
+    p.add_argument(
+        "--token",
+        default=None,
+        help="the head's authentication token (Ray 2.60 heads have token authentication on by default); "
+        "default RAYMLP_RAY_TOKEN / RAY_AUTH_TOKEN, else Ray's token file (RAY_AUTH_TOKEN_PATH, "
+        "~/.ray/auth_token)",
+    )
 
 
 def _register_submit(subparsers: Any) -> None:
@@ -230,7 +260,17 @@ def _register_submit(subparsers: Any) -> None:
     )
     _address_option(submit)
     submit.add_argument("--working-dir", help="directory (or remote URI) uploaded as the job's working_dir")
-    submit.add_argument("--pip", nargs="+", default=[], metavar="PKG", help="pip packages for the job")
+    submit.add_argument("--pip", nargs="+", default=[], metavar="PKG", help="further pip packages for the job")
+    submit.add_argument(
+        "--runtime", choices=("auto", "ship", "image"), default="auto",
+        help="how the job gets raymlp: 'ship' uploads this raymlp package and installs its requirements "
+        "(from its package metadata) for the job, for a stock rayproject/ray image; 'image' when the "
+        "cluster's image has raymlp (cluster/image/Dockerfile); 'auto' (default): 'image' on the "
+        "managed local head of `raymlp up`, else 'ship'")
+    submit.add_argument(
+        "--extras", default=None, metavar="EXTRA,...",
+        help="raymlp extras the job uses, shipped with it (default: torch, plus s3 for an s3:// "
+        "RAYMLP_STORAGE_ROOT); '' for none")
     submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="job environment variable")
     submit.add_argument("--submission-id", help="a job id of your choosing")
     submit.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
@@ -257,10 +297,23 @@ def _submit(args: argparse.Namespace) -> int:
     if not entry:
         raise ConfigError("no entrypoint: give the command after '--', e.g. raymlp submit --address HOST:PORT -- "
                           "python train.py")
+    from raymlp import _config, _local
+    from raymlp.cluster._submit import local_store_warning
+
     env = parse_key_values(args.env, field="--env", raw=True)
-    client = connect(_resolve_address(args))
+    url = _resolve_address(args)
+    client = connect(url, token=args.token)
+    head = _local.current()
+    on_local_head = head is not None and head.dashboard_url == url  # this environment: has raymlp
+    runtime = args.runtime
+    if runtime == "auto":
+        runtime = "image" if on_local_head else "ship"
+    extras = None if args.extras is None else [e for e in args.extras.split(",") if e.strip()]
     job_id = submit_job(client, entry, working_dir=args.working_dir, pip=args.pip, env_vars=env,
-                        submission_id=args.submission_id)
+                        submission_id=args.submission_id, runtime=runtime, extras=extras)
+    warning = local_store_warning({**_config.explicit_env(), **env})
+    if warning and not on_local_head:  # on this machine's own head, local stores are fine
+        print(f"raymlp: warning: {warning}", file=sys.stderr, flush=True)
     print(f"raymlp: submitted job {job_id}", file=sys.stderr, flush=True)
     if args.no_wait:
         print(job_id)
@@ -299,7 +352,7 @@ def _register_jobs(subparsers: Any) -> None:
 def _jobs_client(args: argparse.Namespace):
     from raymlp.cluster._submit import connect
 
-    return connect(_resolve_address(args))
+    return connect(_resolve_address(args), token=args.token)
 
 
 def _sdk(what: str, fn: Any, *a: Any) -> Any:
@@ -315,7 +368,7 @@ def _jobs_list(args: argparse.Namespace) -> int:
     rows = sorted(_jobs_client(args).list_jobs(), key=lambda j: j.start_time or 0)
     print(f"{'SUBMISSION_ID':<28} {'STATUS':<10} ENTRYPOINT")
     for job in rows:
-        print(f"{job.submission_id or job.job_id or '-':<28} {str(job.status.value):<10} {job.entrypoint}")
+        print(f"{job.submission_id or job.job_id or '-':<28} {job.status.value!s:<10} {job.entrypoint}")
     return 0
 
 

@@ -28,6 +28,7 @@ given is taken as enabled (the manifest is accepted as an operator with that gat
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -648,7 +649,7 @@ def _deletion_rules(m: Manifest, rules: list[Mapping[str, Any]], base: str) -> I
         group[policy] = ttl
     for (what, status), group in ttls.items():
         order = [(p, group[p]) for p in _POLICY_ORDER if p in group]
-        for (before, low), (after, high) in zip(order, order[1:]):
+        for (before, low), (after, high) in itertools.pairwise(order):
             if high < low:
                 out.append(ValidationIssue(base, f"for {what} {status}: the {after} TTL ({high}) must be >= the "
                                            f"{before} TTL ({low}); workers go first, then the cluster, then the job"))

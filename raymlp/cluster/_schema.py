@@ -97,7 +97,7 @@ def _default(schema: Mapping[str, Any], value: Any) -> None:
             _default(schema["items"], item)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(kind: str) -> jsonschema.Draft7Validator:
     checker = jsonschema.FormatChecker(formats=())
     for fmt, (low, high) in _INT_RANGES.items():
@@ -117,9 +117,7 @@ def _to_json_schema(node: Mapping[str, Any], *, embedded: bool = False) -> dict[
     for key, val in node.items():
         if key == "properties":
             out[key] = {name: _to_json_schema(sub) for name, sub in val.items()}
-        elif key == "items" and isinstance(val, Mapping):
-            out[key] = _to_json_schema(val)
-        elif key == "additionalProperties" and isinstance(val, Mapping):
+        elif key == "items" and isinstance(val, Mapping) or key == "additionalProperties" and isinstance(val, Mapping):
             out[key] = _to_json_schema(val)
         elif key in ("anyOf", "allOf", "oneOf"):
             # Inside an int-or-string node these only constrain one branch; keep them loose.
@@ -286,7 +284,7 @@ _CEL_TOKEN = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cel_to_python(rule: str) -> str | None:
     out, pos = [], 0
     while pos < len(rule):

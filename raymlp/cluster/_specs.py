@@ -14,11 +14,12 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
 from raymlp._spec import boolean, choice, fail, instance, integer, mapping, number, string
+from raymlp.cluster import _ship
 from raymlp.cluster._validate import MAX_NAME_LENGTH, SUBMISSION_MODES, validate_manifest
 from raymlp.errors import SpecError
 
@@ -29,6 +30,7 @@ __all__ = [
     "RayClusterSpec",
     "RayJobSpec",
     "RayServiceSpec",
+    "ResultStore",
     "ServeApplication",
     "WorkerGroup",
     "to_yaml",
@@ -45,7 +47,7 @@ _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _VERSION_TAG = re.compile(r"^(\d+\.\d+\.\d+)")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*[:.][A-Za-z_]\w*$")
-Number = Union[int, float]
+Number = int | float
 
 
 def _k8s_name(field: str, value: Any, limit: int, *, optional: bool = False) -> Any:
@@ -121,7 +123,8 @@ class _PodGroup:
         object.__setattr__(self, "env", _str_map(f"{owner}.env", self.env))
 
     def _pod_template(self, *, container: str, image: str, ports: Sequence[tuple[str, int]],
-                      restart_never: bool, extra_env: Mapping[str, str] = {}) -> dict[str, Any]:
+                      restart_never: bool, extra_env: Mapping[str, str] = {},
+                      secret_env: Mapping[str, tuple[str, str]] = {}) -> dict[str, Any]:
         resources = {"cpu": _quantity("cpus", self.cpus), "memory": _quantity("memory", self.memory)}
         if self.gpus:
             resources[self.gpu_resource] = str(self.gpus)
@@ -132,9 +135,12 @@ class _PodGroup:
             # is not the first to be evicted under memory pressure.
             "resources": {"limits": dict(resources), "requests": dict(resources)},
         }
-        env = {**self.env, **extra_env}
-        if env:
-            main["env"] = [{"name": k, "value": v} for k, v in env.items()]
+        env = {**extra_env, **self.env}  # the group's own env wins
+        items = [{"name": k, "value": v} for k, v in env.items()]
+        items += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                  for k, (secret, key) in secret_env.items() if k not in env]
+        if items:
+            main["env"] = items
         if ports:
             main["ports"] = [{"name": n, "containerPort": p} for n, p in ports]
         pod: dict[str, Any] = {"containers": [main]}
@@ -288,6 +294,73 @@ class GcsFaultTolerance:
             out["externalStorageNamespace"] = self.external_storage_namespace
         return out
 
+#: The services of ``cluster/mlflow`` as seen from any namespace.
+MLFLOW_TRACKING_URI = "http://mlflow.mlflow.svc:5000"
+MLFLOW_S3_ENDPOINT = "http://minio.mlflow.svc:9000"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ResultStore:
+    """Where jobs on a cluster keep what must outlive it: runs, checkpoints and models.
+
+    The defaults are the services of ``cluster/mlflow``: its MLflow tracking server, and its
+    S3-compatible object store (MinIO) for the storage root, with the credentials in the team
+    namespace's ``raymlp-storage`` Secret (``cluster/team``). Rendered as environment variables
+    of every Ray pod (``RAYMLP_TRACKING_URI``, ``RAYMLP_STORAGE_ROOT``, ``AWS_ENDPOINT_URL``,
+    ``MLFLOW_S3_ENDPOINT_URL``) and Secret references (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``), so drivers and workers find them without configuration.
+
+    Args:
+        tracking_uri: the MLflow tracking server.
+        storage_root: the root of checkpoints, models and packaged code (an fsspec URL).
+        s3_endpoint: the S3 API endpoint of a non-AWS store (None: AWS S3).
+        credentials_secret: a Secret with ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``
+            (None: the pods' own credentials, e.g. an IAM role).
+        experiment: the default MLflow experiment of the jobs (None: raymlp's default).
+
+    Example:
+        >>> ResultStore().env()["RAYMLP_TRACKING_URI"]
+        'http://mlflow.mlflow.svc:5000'
+    """
+
+    tracking_uri: str = MLFLOW_TRACKING_URI
+    storage_root: str = "s3://mlflow/raymlp"
+    s3_endpoint: str | None = MLFLOW_S3_ENDPOINT
+    credentials_secret: str | None = "raymlp-storage"
+    experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        string("ResultStore.tracking_uri", self.tracking_uri)
+        string("ResultStore.storage_root", self.storage_root)
+        string("ResultStore.s3_endpoint", self.s3_endpoint, optional=True, pattern=r"https?://\S+",
+               allowed="an http(s):// URL")
+        _k8s_name("ResultStore.credentials_secret", self.credentials_secret, 253, optional=True)
+        string("ResultStore.experiment", self.experiment, optional=True)
+
+    @property
+    def local(self) -> list[str]:
+        """The fields that name one machine's disk (a file or sqlite URI, a path)."""
+        from raymlp.cluster._submit import is_local_uri
+
+        return [f"ResultStore.{name}" for name in ("tracking_uri", "storage_root")
+                if is_local_uri(getattr(self, name))]
+
+    def env(self) -> dict[str, str]:
+        """The plain environment variables of the pods."""
+        out = {"RAYMLP_TRACKING_URI": self.tracking_uri, "RAYMLP_STORAGE_ROOT": self.storage_root}
+        if self.s3_endpoint:
+            out["AWS_ENDPOINT_URL"] = self.s3_endpoint  # boto3/s3fs (checkpoints, models)
+            out["MLFLOW_S3_ENDPOINT_URL"] = self.s3_endpoint  # MLflow's S3 artifact client
+        if self.experiment:
+            out["RAYMLP_EXPERIMENT"] = self.experiment
+        return out
+
+    def secret_env(self) -> dict[str, tuple[str, str]]:
+        """Environment variables read from the credentials Secret: name -> (secret, key)."""
+        if not self.credentials_secret:
+            return {}
+        return {k: (self.credentials_secret, k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
 
 def _image_version(image: str) -> str | None:
     tag = image.rsplit("/", 1)[-1].partition(":")[2].partition("@")[0]
@@ -310,6 +383,9 @@ class RayClusterSpec:
         workers: the worker groups.
         autoscaling: enable the in-tree autoscaler (None: fixed size).
         gcs_fault_tolerance: GCS fault tolerance with an external Redis (None: off).
+        results: where jobs on the cluster track runs and keep checkpoints and models
+            (rendered as every pod's environment, credentials as Secret references); None:
+            nowhere outside the pods (their local disk, which goes with the cluster).
         labels: metadata labels.
         annotations: metadata annotations.
 
@@ -330,6 +406,7 @@ class RayClusterSpec:
     workers: Sequence[WorkerGroup] = ()
     autoscaling: Autoscaling | None = None
     gcs_fault_tolerance: GcsFaultTolerance | None = None
+    results: ResultStore | None = None
     labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -358,6 +435,7 @@ class RayClusterSpec:
         instance("RayClusterSpec.autoscaling", self.autoscaling, Autoscaling, what="an Autoscaling", optional=True)
         instance("RayClusterSpec.gcs_fault_tolerance", self.gcs_fault_tolerance, GcsFaultTolerance,
                  what="a GcsFaultTolerance", optional=True)
+        instance("RayClusterSpec.results", self.results, ResultStore, what="a ResultStore", optional=True)
         object.__setattr__(self, "labels", _str_map("RayClusterSpec.labels", self.labels))
         object.__setattr__(self, "annotations", _str_map("RayClusterSpec.annotations", self.annotations))
 
@@ -369,9 +447,13 @@ class RayClusterSpec:
         gpu = self.head.gpus or any(w.gpus for w in self.workers)
         return f"rayproject/ray:{self.ray_version}{'-gpu' if gpu else ''}"
 
-    def cluster_spec(self, *, extra_head_ports: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+    def cluster_spec(self, *, extra_head_ports: Sequence[tuple[str, int]] = (),
+                     results: ResultStore | None = None) -> dict[str, Any]:
         """The body of a RayCluster ``spec`` (also embedded in RayJob and RayService)."""
         image = self.resolved_image
+        results = results or self.results
+        env = results.env() if results else {}
+        secret_env = results.secret_env() if results else {}
         v2 = self.autoscaling is not None and self.autoscaling.version == "v2"
         head_params = {"dashboard-host": "0.0.0.0"}
         if self.head.ray_cpus is not None:
@@ -380,7 +462,8 @@ class RayClusterSpec:
         ports = [("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), *extra_head_ports]
         head: dict[str, Any] = {
             "rayStartParams": head_params,
-            "template": self.head._pod_template(container="ray-head", image=image, ports=ports, restart_never=v2),
+            "template": self.head._pod_template(container="ray-head", image=image, ports=ports, restart_never=v2,
+                                                extra_env=env, secret_env=secret_env),
         }
         if self.head.service_type:
             head["serviceType"] = self.head.service_type
@@ -401,7 +484,8 @@ class RayClusterSpec:
                 "minReplicas": w.min_replicas,
                 "maxReplicas": w.max_replicas,
                 "rayStartParams": dict(w.ray_start_params),
-                "template": w._pod_template(container="ray-worker", image=image, ports=(), restart_never=v2),
+                "template": w._pod_template(container="ray-worker", image=image, ports=(), restart_never=v2,
+                                            extra_env=env, secret_env=secret_env),
             }
             for w in self.workers
         ]
@@ -454,6 +538,18 @@ class RayJobSpec:
         backoff_limit: retries of a failed job (each on a fresh cluster).
         active_deadline_s: seconds after which the job fails when still running (None: no limit).
         submission_mode: ``K8sJobMode`` (default), ``HTTPMode``, ``InteractiveMode`` or ``SidecarMode``.
+        results: where the job tracks its run and keeps checkpoints and its model (default: the
+            cluster's ``results``); a new cluster gets it as pod environment, an existing one as
+            the job's ``env_vars``.
+        runtime: how the job gets raymlp: ``"ship"`` (raymlp's package and requirements in the
+            runtime environment, for a stock ``rayproject/ray`` image; the package is uploaded
+            under ``results.storage_root`` by ``raymlp cluster apply``) or ``"image"`` (the
+            image has raymlp: ``cluster/image/Dockerfile``). Default: ``"image"`` when the
+            cluster names an ``image``, else ``"ship"``.
+        extras: raymlp extras the job uses (shipped with it; ``s3`` is added for an S3 storage
+            root).
+        allow_local_results: render even though the run would be tracked into a file on a
+            cluster deleted after the job (``shutdown_after_finish``).
         labels: metadata labels.
         annotations: metadata annotations.
 
@@ -480,6 +576,10 @@ class RayJobSpec:
     backoff_limit: int = 0
     active_deadline_s: int | None = None
     submission_mode: str = "K8sJobMode"
+    results: ResultStore | None = None
+    runtime: str | None = None
+    extras: Sequence[str] = ("torch",)
+    allow_local_results: bool = False
     labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -522,13 +622,34 @@ class RayJobSpec:
             raise fail("RayJobSpec.backoff_limit", self.backoff_limit, "0 in InteractiveMode")
         if self.existing_cluster is not None and self.backoff_limit:
             raise fail("RayJobSpec.backoff_limit", self.backoff_limit, "0 on an existing cluster")
+        instance("RayJobSpec.results", self.results, ResultStore, what="a ResultStore", optional=True)
+        if self.results is None and self.cluster is not None and self.cluster.results is not None:
+            object.__setattr__(self, "results", self.cluster.results)
+        runtime = self.runtime or ("image" if self.cluster is not None and self.cluster.image else "ship")
+        object.__setattr__(self, "runtime", choice("RayJobSpec.runtime", runtime, _ship.RUNTIMES))
+        object.__setattr__(self, "extras", _extras("RayJobSpec.extras", self.extras))
+        boolean("RayJobSpec.allow_local_results", self.allow_local_results)
+        _check_results("RayJobSpec", self.results, self.env_vars, self.runtime_env,
+                       ephemeral=self.cluster is not None and self.shutdown_after_finish,
+                       allowed=self.allow_local_results)
         object.__setattr__(self, "labels", _str_map("RayJobSpec.labels", self.labels))
         object.__setattr__(self, "annotations", _str_map("RayJobSpec.annotations", self.annotations))
+
+    def uploads(self) -> list[tuple[str, str, str | None]]:
+        """(local folder, URI, folder name inside) of the code ``render()`` refers to by URI:
+        ``raymlp cluster apply`` packages and uploads them before applying the manifest."""
+        return _code(self.runtime, self.working_dir, self.results, "RayJobSpec")[1]
 
     def render(self) -> dict[str, Any]:
         """The ``ray.io/v1`` RayJob manifest, validated."""
         spec: dict[str, Any] = {"entrypoint": self.entrypoint}
         env = _runtime_env("RayJobSpec", self.working_dir, self.pip, self.env_vars, self.runtime_env)
+        code, _ = _code(self.runtime, self.working_dir, self.results, "RayJobSpec")
+        env.update(code)
+        if self.results is not None and self.existing_cluster is not None:
+            env["env_vars"] = {**self.results.env(), **env.get("env_vars", {})}
+        env = _ship.runtime_env(env, runtime=self.runtime, extras=self._extras_used(),
+                                field="RayJobSpec.runtime", package=None)
         if env:
             spec["runtimeEnvYAML"] = yaml.safe_dump(env, sort_keys=False)
         spec["shutdownAfterJobFinishes"] = self.shutdown_after_finish
@@ -540,10 +661,84 @@ class RayJobSpec:
         if self.submission_mode != "K8sJobMode":
             spec["submissionMode"] = self.submission_mode
         if self.cluster is not None:
-            spec["rayClusterSpec"] = self.cluster.cluster_spec()
+            spec["rayClusterSpec"] = self.cluster.cluster_spec(results=self.results)
         else:
             spec["clusterSelector"] = {"ray.io/cluster": self.existing_cluster}
-        return _finish("RayJob", self.name, self.namespace, self.labels, self.annotations, spec)
+        annotations = {_RUNTIME_ANNOTATION: self.runtime, **self.annotations}
+        return _finish("RayJob", self.name, self.namespace, self.labels, annotations, spec)
+
+    def _extras_used(self) -> tuple[str, ...]:
+        root = self.results.storage_root if self.results else self.env_vars.get("RAYMLP_STORAGE_ROOT")
+        return _ship.extras_for(root, self.extras)
+
+
+_RUNTIME_ANNOTATION = "raymlp.io/runtime"  # how the workload gets raymlp: ship | image
+
+
+def _extras(field: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise fail(field, value, "a sequence of raymlp extra names, e.g. ('torch', 's3')")
+    known = _ship.known_extras()
+    for extra in value:
+        choice(field, extra, known)
+    return tuple(value)
+
+
+def _check_results(owner: str, results: ResultStore | None, env_vars: Mapping[str, Any],
+                   runtime_env: Mapping[str, Any], *, ephemeral: bool, allowed: bool) -> None:
+    """Refuse a run tracked into a file on a cluster that is deleted when the job ends."""
+    if not ephemeral or allowed:
+        return
+    from raymlp.cluster._submit import is_local_uri
+
+    if results is not None:
+        tracking = results.tracking_uri
+    else:
+        given = {**dict(runtime_env.get("env_vars") or {}), **dict(env_vars)}
+        tracking = given.get("RAYMLP_TRACKING_URI") or given.get("MLFLOW_TRACKING_URI")
+    if is_local_uri(tracking):
+        raise SpecError(
+            f"{owner}.results: the job would track into a local file on the head "
+            f"(tracking_uri={tracking or 'unset: sqlite under the working directory'!r}) while "
+            f"{owner}.shutdown_after_finish=True (shutdownAfterJobFinishes) deletes the cluster, "
+            "its run, checkpoints and model with it when the job ends; give "
+            "results=ResultStore() (the cluster/mlflow services) or your own tracking server and "
+            "storage root, or allow_local_results=True to keep it anyway",
+            field=f"{owner}.results", value=tracking,
+            allowed="a tracking server URI (http://...) when shutdown_after_finish=True")
+
+
+def _code(runtime: str, working_dir: str | None, results: ResultStore | None,
+          owner: str) -> tuple[dict[str, Any], list[tuple[str, str, str | None]]]:
+    """The runtime-env entries that point at packaged code, and what to upload for them.
+
+    A local ``working_dir`` and (``runtime="ship"``) raymlp's own package travel as zips under
+    ``<storage root>/code/``, named by their content hash, so the manifest never carries a path
+    of the machine that rendered it.
+    """
+    local_dir = working_dir is not None and "://" not in working_dir
+    if not local_dir and runtime != "ship":
+        return {}, []
+    if results is None or results.local:
+        what = f"{owner}.working_dir {working_dir!r}" if local_dir else f"{owner}.runtime='ship'"
+        raise SpecError(
+            f"{what} needs a remote storage root to carry the code (raymlp cluster apply uploads "
+            f"it there): give {owner}.results=ResultStore(...) with an s3:// (or gs://) "
+            "storage_root, or use an image with the code in it (runtime='image') and a remote "
+            "working_dir URI", field=f"{owner}.results", value=results,
+            allowed="a ResultStore with a remote storage_root")
+    root = f"{results.storage_root.rstrip('/')}/code"
+    env: dict[str, Any] = {}
+    uploads: list[tuple[str, str, str | None]] = []
+    if local_dir:
+        uri = _ship.package_uri(working_dir, root, "workdir")
+        env["working_dir"] = uri
+        uploads.append((working_dir, uri, None))
+    if runtime == "ship":
+        uri = _ship.package_uri(_ship.package_dir(), root, "raymlp", wrap="raymlp")
+        env["py_modules"] = [uri]
+        uploads.append((_ship.package_dir(), uri, "raymlp"))
+    return env, uploads
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,16 @@ from urllib.parse import urlsplit
 
 from raymlp.errors import ConfigError, JobConnectionError
 
-__all__ = ["DASHBOARD_PORT", "TERMINAL_STATES", "connect", "dashboard_url", "follow_job", "submit_job"]
+__all__ = [
+    "DASHBOARD_PORT",
+    "TERMINAL_STATES",
+    "connect",
+    "dashboard_url",
+    "follow_job",
+    "is_local_uri",
+    "local_store_warning",
+    "submit_job",
+]
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 #: The port of a Ray head's dashboard and job API unless ``ray start --dashboard-port`` says otherwise.
@@ -86,17 +95,27 @@ def _normalize(address: str) -> str:
     return address
 
 
-def connect(address: str, *, timeout_s: float = _CONNECT_TIMEOUT_S):
+def connect(address: str, *, timeout_s: float = _CONNECT_TIMEOUT_S, token: str | None = None):
     """A ``JobSubmissionClient`` for the job API at ``address``, or a clear error within ``timeout_s``.
+
+    Ray 2.60 heads have token authentication on by default: the token is sent as a bearer
+    header. A head without a usable token, one nobody answers at, and one running another Ray
+    version each give a one-line :class:`JobConnectionError` naming the address and the fix.
 
     Args:
         address: the dashboard URL, ``http://HOST:8265`` (the scheme may be left out); see
             :func:`dashboard_url` for finding it from the cluster's address.
-        timeout_s: seconds to wait for the TCP connection.
+        timeout_s: seconds to wait for the TCP connection and each check.
+        token: the head's authentication token; default ``RAYMLP_RAY_TOKEN`` /
+            ``RAY_AUTH_TOKEN``, else Ray's token file (``RAY_AUTH_TOKEN_PATH``,
+            ``~/.ray/auth_token``).
 
     Raises:
-        JobConnectionError: nothing answers there, or it is not a Ray job API.
+        JobConnectionError: nothing answers there, it is not a Ray job API, it refuses the
+            token (or wants one), or it runs another Ray version than this client.
     """
+    from raymlp import _config
+
     url = _normalize(address)
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -107,28 +126,98 @@ def connect(address: str, *, timeout_s: float = _CONNECT_TIMEOUT_S):
     except OSError as exc:
         raise JobConnectionError(
             f"cannot reach the Ray head's job API at {url} ({exc.strerror or exc}); "
-            "is the dashboard running there (ray start --head --include-dashboard=true)?"
+            "is the dashboard running there (ray start --head --include-dashboard=true)? "
+            "Check --address / --dashboard"
         ) from exc
+    token = token or _config.get().ray_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    _check_head(url, headers, timeout_s=timeout_s, token_given=bool(token))
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(url)
+        return JobSubmissionClient(url, headers=headers or None)
+    except AuthenticationError as exc:  # the checks above make this rare: say it in one line
+        raise JobConnectionError(f"the Ray head at {url} refused the token: {_first_line(exc)}; "
+                                 f"{_TOKEN_FIX}") from None
     except (ConnectionError, RuntimeError) as exc:
         raise JobConnectionError(f"{url} did not answer as a Ray job API: {exc}") from exc
 
 
+_TOKEN_FIX = ("pass --token TOKEN or set RAYMLP_RAY_TOKEN (or RAY_AUTH_TOKEN); `ray get-auth-token` "
+              "on the head prints it")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_head(url: str, headers: Mapping[str, str], *, timeout_s: float, token_given: bool) -> None:
+    """One-line errors for a head that wants a token, refuses ours, or runs another Ray."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    import ray
+
+    def get(path: str, send: Mapping[str, str]) -> tuple[int, str]:
+        req = urllib.request.Request(url + path, headers=dict(send))
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                return resp.status, resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except (OSError, ValueError) as exc:
+            raise JobConnectionError(f"{url} did not answer as a Ray job API ({exc}); check "
+                                     "--address / --dashboard") from None
+
+    status, body = get("/api/version", headers)
+    if status == 401:
+        raise JobConnectionError(f"the Ray head at {url} has token authentication on and no token "
+                                 f"was given: {_TOKEN_FIX}")
+    if status == 403:
+        raise JobConnectionError(f"the Ray head at {url} refused the token given "
+                                 f"({'--token / ' if token_given else ''}RAYMLP_RAY_TOKEN / "
+                                 f"RAY_AUTH_TOKEN / the token file): {_TOKEN_FIX}")
+    if status == 404:
+        raise JobConnectionError(f"{url} is not a Ray job API (GET /api/version: 404); point "
+                                 "--dashboard at the head's dashboard port (8265 by default)")
+    if status != 200:
+        raise JobConnectionError(f"{url} did not answer as a Ray job API (GET /api/version: "
+                                 f"HTTP {status}: {body.strip()[:200]})")
+    try:
+        theirs = str(json.loads(body)["ray_version"])
+    except (ValueError, KeyError, TypeError):
+        raise JobConnectionError(f"{url} did not answer as a Ray job API (GET /api/version: "
+                                 f"{body.strip()[:200]!r})") from None
+    if theirs.split(".")[:2] != ray.__version__.split(".")[:2]:
+        raise JobConnectionError(
+            f"the Ray head at {url} runs Ray {theirs}, this client Ray {ray.__version__}: jobs "
+            f"need the same Ray version on both sides; pip install 'ray[default]=={theirs}' "
+            "here, or use a head of this version")
+
+
 def submit_job(client: Any, entrypoint: str | Sequence[str], *, working_dir: str | None = None,
                pip: Sequence[str] = (), env_vars: Mapping[str, str] | None = None,
-               submission_id: str | None = None) -> str:
+               submission_id: str | None = None, runtime: str = "ship",
+               extras: Sequence[str] | None = None) -> str:
     """Submit ``entrypoint`` with a runtime environment; returns the submission id.
+
+    The job carries raymlp (``runtime="ship"``: the package and its requirements, see
+    :mod:`raymlp.cluster._ship`) unless the cluster's image has it (``runtime="image"``), and
+    the tracking and storage settings given here explicitly (``RAYMLP_TRACKING_URI``,
+    ``RAYMLP_STORAGE_ROOT``, ...), which ``env_vars`` may override.
 
     Args:
         client: a dashboard address (``http://HEAD:8265``) or a client from :func:`connect`.
         entrypoint: the command, a string or an argv list.
         working_dir: a local directory (uploaded) or a remote URI.
-        pip: pip requirements installed for the job.
+        pip: further pip requirements installed for the job.
         env_vars: environment variables of the job.
         submission_id: a job id of your choosing.
+        runtime: ``"ship"`` or ``"image"``.
+        extras: raymlp extras the job uses (default ``torch``, plus ``s3`` for an S3 storage
+            root).
 
     Example:
         >>> job_id = submit_job("http://127.0.0.1:8265", ["python", "train.py"],
@@ -143,14 +232,42 @@ def submit_job(client: Any, entrypoint: str | Sequence[str], *, working_dir: str
         entrypoint = shlex.join(entrypoint)
     if not entrypoint.strip():
         raise ConfigError("the job entrypoint is empty; give the command after '--'")
+    from raymlp import _config
+    from raymlp.cluster import _ship
+
     runtime_env: dict[str, Any] = {}
     if working_dir:
         runtime_env["working_dir"] = working_dir
     if pip:
         runtime_env["pip"] = list(pip)
-    if env_vars:
-        runtime_env["env_vars"] = dict(env_vars)
+    env = {**_config.explicit_env(), **dict(env_vars or {})}
+    if env:
+        runtime_env["env_vars"] = env
+    storage = env.get("RAYMLP_STORAGE_ROOT")
+    runtime_env = _ship.runtime_env(runtime_env, runtime=runtime,
+                                    extras=_ship.extras_for(storage, extras))
     return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None, submission_id=submission_id)
+
+
+def is_local_uri(uri: str | None) -> bool:
+    """Whether a tracking URI or storage root names a place on one machine's disk."""
+    if not uri:
+        return True
+    scheme = urlsplit(uri).scheme
+    return scheme in ("", "file", "sqlite")
+
+
+def local_store_warning(env_vars: Mapping[str, str]) -> str | None:
+    """The warning for a job whose run or checkpoints would stay on the head's disk."""
+    local = [name for name in ("RAYMLP_TRACKING_URI", "RAYMLP_STORAGE_ROOT")
+             if is_local_uri(env_vars.get(name))]
+    if not local:
+        return None
+    return ("the job's " + " and ".join(local) + " " + ("is" if len(local) == 1 else "are")
+            + " not set here or local to a machine (a file/sqlite path): unless the head's "
+            "environment sets them, the run, checkpoints and model stay on the head's disk and go "
+            "with it; set RAYMLP_TRACKING_URI=http://MLFLOW:5000 and "
+            "RAYMLP_STORAGE_ROOT=s3://BUCKET/PATH (here, or with --env)")
 
 
 def follow_job(client: Any, job_id: str, *, out: TextIO | None = None, timeout_s: float | None = None,

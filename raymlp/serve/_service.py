@@ -170,10 +170,7 @@ class Service:
             ServiceError: the service has no canary.
         """
         percent = float(check.number("canary.percent", percent, minimum=0, maximum=100))
-        config = _state(self.name)
-        if len(config["variants"]) < 2:
-            raise ServiceError(f"service {self.name!r} has no canary; start one with canary()")
-        stable, can = config["variants"][:2]
+        config, stable, can = self._canary_state("move traffic to; start one with canary()")
         return _update(self.name, config, [dict(stable, percent=100.0 - percent),
                                            dict(can, percent=percent)], timeout_s)
 
@@ -183,11 +180,8 @@ class Service:
         Raises:
             ServiceError: the service has no canary.
         """
-        config = _state(self.name)
-        if len(config["variants"]) < 2:
-            raise ServiceError(f"service {self.name!r} has no canary to promote")
-        new = dict(config["variants"][1], name="stable", percent=100.0)
-        return _update(self.name, config, [new], timeout_s)
+        config, _, can = self._canary_state("promote")
+        return _update(self.name, config, [dict(can, name="stable", percent=100.0)], timeout_s)
 
     def rollback(self, *, timeout_s: float = 300.0) -> ServiceStatus:
         """Remove the canary: the stable version takes 100 % of traffic again.
@@ -195,11 +189,16 @@ class Service:
         Raises:
             ServiceError: the service has no canary.
         """
+        config, stable, _ = self._canary_state("roll back")
+        return _update(self.name, config, [dict(stable, percent=100.0)], timeout_s)
+
+    def _canary_state(self, action: str) -> tuple[dict, dict, dict]:
+        """The service's state, its stable and its canary variant; a ServiceError without one."""
         config = _state(self.name)
         if len(config["variants"]) < 2:
-            raise ServiceError(f"service {self.name!r} has no canary to roll back")
-        return _update(self.name, config, [dict(config["variants"][0], percent=100.0)],
-                       timeout_s)
+            raise ServiceError(f"service {self.name!r} has no canary to {action}")
+        stable, can = config["variants"][:2]
+        return config, stable, can
 
     def delete(self) -> None:
         """Delete the service (its replicas stop).

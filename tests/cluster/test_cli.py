@@ -24,7 +24,7 @@ def test_render_prints_every_spec_of_a_file_or_the_named_one(cli, tmp_path):
         from raymlp.cluster import RayClusterSpec, RayJobSpec, WorkerGroup
         _private = RayClusterSpec(name="hidden")
         cluster = RayClusterSpec(name="c1", workers=[WorkerGroup(name="w", replicas=2)])
-        job = RayJobSpec(name="j1", entrypoint="python x.py", existing_cluster="c1")
+        job = RayJobSpec(name="j1", entrypoint="python x.py", existing_cluster="c1", runtime="image")
     """))
     code, out, _ = cli("cluster", "render", str(spec_file))
     docs = list(yaml.safe_load_all(out))

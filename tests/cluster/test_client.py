@@ -241,11 +241,13 @@ def kuberay(api):
 
 
 def _job(**overrides):
-    fields = dict(
-        name="train",
-        entrypoint="python train.py",
-        cluster=RayClusterSpec(workers=[WorkerGroup(name="cpu", replicas=2)]),
-    )
+    fields = {
+        "name": "train",
+        "entrypoint": "python train.py",
+        "cluster": RayClusterSpec(workers=[WorkerGroup(name="cpu", replicas=2)]),
+        "runtime": "image",
+        "allow_local_results": True,
+    }
     fields.update(overrides)
     return RayJobSpec(**fields)
 
@@ -431,7 +433,7 @@ def test_cli_apply_status_wait_delete_through_a_kubeconfig(api, cli, tmp_path):
     spec_file = tmp_path / "job.py"
     spec_file.write_text(
         "from raymlp.cluster import RayJobSpec\n"
-        "job = RayJobSpec(name='cli-job', entrypoint='python x.py', existing_cluster='shared')\n"
+        "job = RayJobSpec(name='cli-job', entrypoint='python x.py', existing_cluster='shared', runtime='image')\n"
     )
     k = ("--kubeconfig", str(kubeconfig))
     code, out, _ = cli("cluster", "apply", "--dry-run", str(spec_file), *k)

@@ -142,7 +142,8 @@ def test_grafana_dashboard_is_json_and_queries_ray_metrics():
                          ids=lambda p: str(p.relative_to(CLUSTER)))
 def test_kubectl_kustomize_builds_and_the_output_validates(folder):
     # The operator folder is remote (GitHub) and there is no network here, so it is not built.
-    built = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    built = subprocess.run(["kubectl", "kustomize", str(folder)], check=False, capture_output=True, text=True,
+                           timeout=60)
     assert built.returncode == 0, built.stderr
     docs = [d for d in yaml.safe_load_all(built.stdout) if d]
     assert docs and all(_check(d) for d in docs)

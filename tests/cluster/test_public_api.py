@@ -22,6 +22,7 @@ def test_public_surface_is_pinned():
         "RayClusterSpec",
         "RayJobSpec",
         "RayServiceSpec",
+        "ResultStore",
         "ServeApplication",
         "WorkerGroup",
         "ValidationIssue",

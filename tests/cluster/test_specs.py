@@ -16,6 +16,7 @@ from raymlp.cluster import (
     RayClusterSpec,
     RayJobSpec,
     RayServiceSpec,
+    ResultStore,
     ServeApplication,
     WorkerGroup,
     to_yaml,
@@ -48,8 +49,10 @@ GCS_FT = RayClusterSpec(
 )
 JOB_NEW = RayJobSpec(name="job-new", entrypoint=["python", "train.py", "--epochs", "3"], cluster=GPU,
                      working_dir="s3://bucket/code.zip", pip=["torch"], env_vars={"SEED": 1},
-                     ttl_after_finished_s=60, backoff_limit=1, active_deadline_s=3600)
-JOB_EXISTING = RayJobSpec(name="job-existing", entrypoint="python -c 'print(1)'", existing_cluster="cpu-only")
+                     ttl_after_finished_s=60, backoff_limit=1, active_deadline_s=3600,
+                     results=ResultStore(), runtime="image")
+JOB_EXISTING = RayJobSpec(name="job-existing", entrypoint="python -c 'print(1)'", existing_cluster="cpu-only",
+                          runtime="image")
 SERVICE = RayServiceSpec(
     name="svc",
     cluster=AUTOSCALING,
@@ -143,11 +146,12 @@ def test_service_renders_the_serve_config_and_upgrade_strategy():
         (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, existing_cluster="c"), "RayJobSpec.cluster", "exactly one"),
         (lambda: RayJobSpec(name="j" * 48, entrypoint="x", existing_cluster="c"), "RayJobSpec.name", "at most 47"),
         (lambda: RayJobSpec(name="j", entrypoint=" ", existing_cluster="c"), "RayJobSpec.entrypoint", "non-empty"),
-        (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, shutdown_after_finish=False,
+        (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, shutdown_after_finish=False, runtime="image",
                             ttl_after_finished_s=5), "RayJobSpec.ttl_after_finished_s", "shutdown_after_finish"),
-        (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, active_deadline_s=0),
+        (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, active_deadline_s=0, results=ResultStore()),
          "RayJobSpec.active_deadline_s", ">= 1"),
-        (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, pip="torch"), "RayJobSpec.pip", "sequence"),
+        (lambda: RayJobSpec(name="j", entrypoint="x", cluster=CPU, pip="torch", results=ResultStore()),
+         "RayJobSpec.pip", "sequence"),
         (lambda: ServeApplication(name="a", import_path="no colon or dot"), "ServeApplication.import_path", "module"),
         (lambda: RayServiceSpec(name="s", cluster=CPU, applications=[]), "RayServiceSpec.applications", "non-empty"),
         (lambda: RayServiceSpec(name="s", cluster=CPU, applications=[ServeApplication(name="a", import_path="m:a")],
@@ -184,7 +188,7 @@ def test_seed_pytorchjob_is_4_pods_x_4_gpus_and_16_nccl_workers(cli):
     assert limits["nvidia.com/gpu"] == "4"
     # The entrypoint, parsed by the training script's own argument parser.
     argv = shlex.split(job["spec"]["entrypoint"])
-    assert argv[:2] == ["python", "examples/kuberay/train_ddp.py"]
+    assert argv[:2] == ["python", "train_ddp.py"]
     parser = runpy.run_path(str(EXAMPLES / "train_ddp.py"))["build_parser"]()
     args = parser.parse_args(argv[2:])
     assert (args.workers, args.gpus_per_worker, args.backend) == (16, 1.0, "nccl")

@@ -25,7 +25,7 @@ KUBERAY_VERSION = "v1.7.0"
 KINDS = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService": "rayservices"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_schema(kind: str) -> dict[str, Any]:
     """The ``openAPIV3Schema`` of ``ray.io/v1`` ``kind`` (descriptions stripped)."""
     plural = KINDS[kind]
