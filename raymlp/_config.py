@@ -4,10 +4,10 @@
 setting                     variable                        default
 ==========================  ==============================  =====================================
 ray_address                 RAYMLP_RAY_ADDRESS, RAY_ADDRESS  None: start a local Ray instance
-ray_token                   RAYMLP_RAY_TOKEN, RAY_AUTH_TOKEN None: the file RAY_AUTH_TOKEN_PATH,
-                            (RAY_AUTH_TOKEN_PATH)           else ~/.ray/auth_token, when there;
-                                                            the token of a token-authenticated
-                                                            Ray head (Ray 2.60's default)
+ray_token                   RAYMLP_RAY_TOKEN, RAY_AUTH_TOKEN None: the token of a token-
+                                                            authenticated Ray head (Ray 2.60's
+                                                            default); job submission also reads
+                                                            Ray's token file (token_file())
 tracking_uri                RAYMLP_TRACKING_URI             sqlite:///<cwd>/.raymlp/mlflow.db
 artifact_root               RAYMLP_ARTIFACT_ROOT            <cwd>/.raymlp/artifacts
 storage_root                RAYMLP_STORAGE_ROOT             <cwd>/.raymlp/storage (any fsspec URL)
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from raymlp.errors import ConfigError
 
-__all__ = ["LOG_LEVELS", "Config", "configure", "explicit_env", "get", "reset"]
+__all__ = ["LOG_LEVELS", "Config", "configure", "explicit_env", "get", "reset", "token_file"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -117,14 +117,17 @@ def _resolve(environ: Mapping[str, str]) -> Config:
         experiment=pick("experiment", "RAYMLP_EXPERIMENT", default="raymlp"),
         home=str(home),
         log_level=pick("log_level", "RAYMLP_LOG_LEVEL", default="ERROR"),
-        ray_token=pick("ray_token", "RAYMLP_RAY_TOKEN", "RAY_AUTH_TOKEN",
-                       default=_token_file(environ)),
+        ray_token=pick("ray_token", "RAYMLP_RAY_TOKEN", "RAY_AUTH_TOKEN", default=None),
     )
 
 
-def _token_file(environ: Mapping[str, str]) -> str | None:
-    """The token in Ray's token file (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``)."""
-    path = Path(environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+def token_file() -> str | None:
+    """The token in Ray's token file (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``).
+
+    Job submission sends it when no token is given (a header a head without token
+    authentication ignores); ``init`` leaves the file to Ray, which reads it in token mode.
+    """
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     try:
         return path.read_text().strip() or None
     except OSError:

@@ -41,6 +41,7 @@ __all__ = [
     "serve_client",
     "torch_config",
     "train_report_logger",
+    "use_auth_token",
     "versioned_deployment",
 ]
 
@@ -158,6 +159,25 @@ def serve_client() -> Any | None:
 def versioned_deployment(deployment: Any, version: str, **options: Any) -> Any:
     """``deployment.options(**options)`` with a fixed code version."""
     return deployment.options(version=version, _internal=True, **options)
+
+
+# --- token authentication ----------------------------------------------------------------------
+# Why: raymlp.init(address, token=...) hands a token to Ray after Ray is imported; Ray's config
+# (the authentication mode) and its token loader read the environment once and cache it, and
+# only these two internal calls make them read it again (Ray's own token helpers do the same).
+# Waits for: a token argument to ray.init.
+
+def use_auth_token(token: str) -> None:
+    """Have this process present ``token`` to token-authenticated Ray clusters."""
+    import os
+
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    os.environ["RAY_AUTH_TOKEN"] = token
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)  # the token given wins over a token file
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 # --- metrics ---------------------------------------------------------------------------------

@@ -115,8 +115,13 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                         "has token authentication on; pass raymlp.init(address, token=...) or set "
                         "RAYMLP_RAY_TOKEN (`ray get-auth-token` on the head prints it)") from exc
                 except (ConnectionError, RuntimeError, ValueError) as exc:
+                    # A token-authenticated cluster refuses a client without the token this way.
+                    hint = "" if (token or cfg.ray_token) else (
+                        "; if the cluster has token authentication on (Ray 2.60's default), pass "
+                        "raymlp.init(address, token=...) or set RAYMLP_RAY_TOKEN")
                     raise ConfigError(
-                        f"cannot connect to the Ray cluster at ray_address={address!r}: {exc}"
+                        f"cannot connect to the Ray cluster at ray_address={address!r}: "
+                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}{hint}"
                     ) from exc
             else:
                 context = ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
@@ -143,10 +148,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
 
 
 def _use_token(token: str | None) -> None:
-    """Have Ray (its C++ token loader reads the environment) present ``token`` to the cluster."""
+    """Have Ray present ``token`` to the cluster (it reads the token from the environment)."""
     if token:
-        os.environ["RAY_AUTH_TOKEN"] = token
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        from raymlp import _ray_compat
+
+        _ray_compat.use_auth_token(token)
 
 
 def _probe(address: str, timeout_s: float = 5.0) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "mapping",
     "name",
     "number",
+    "number_text",
     "string",
     "to_data",
 ]
@@ -84,6 +85,17 @@ def number(field: str, value: Any, *, minimum: float | None = None,
     if maximum is not None and value > maximum:
         raise fail(field, value, allowed)
     return value
+
+
+def number_text(field: str, value: Any, *, integer: bool = False, optional: bool = False) -> Any:
+    """:func:`number` of a number or of a string holding one (``"0.01"``, ``"3"``), as files
+    written for Kubernetes (Katib's ``feasibleSpace``, settings) give them; returns the number."""
+    if isinstance(value, str):
+        try:
+            value = (int if integer else float)(value.strip())
+        except ValueError:
+            raise fail(field, value, "an integer" if integer else "a number") from None
+    return number(field, value, optional=optional, integer=integer)
 
 
 def integer(field: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,

@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "raymlp.train._cli",
     "raymlp.cluster._cli",
     "raymlp.serve._cli",
+    "raymlp.tune._cli",
     "raymlp.pipelines._cli",
 )
 

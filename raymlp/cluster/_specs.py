@@ -800,6 +800,13 @@ class RayServiceSpec:
         upgrade_strategy: ``"NewCluster"`` (zero-downtime blue/green on cluster changes),
             ``"NewClusterWithIncrementalUpgrade"`` (needs the operator's feature gate) or ``"None"``.
         namespace: the Kubernetes namespace.
+        results: where the applications track and find models (default: the cluster's),
+            rendered into every pod's environment.
+        runtime: how the applications get raymlp: ``"ship"`` (its package, uploaded under
+            ``results.storage_root`` by ``raymlp cluster apply``, and its requirements, in each
+            application's runtime env) or ``"image"``. Default: ``"ship"`` when ``results``
+            is given and the cluster names no ``image``, else ``"image"``.
+        extras: raymlp extras the applications use.
         labels: metadata labels.
         annotations: metadata annotations.
 
@@ -812,6 +819,9 @@ class RayServiceSpec:
     applications: Sequence[ServeApplication]
     upgrade_strategy: str = "NewCluster"
     namespace: str | None = None
+    results: ResultStore | None = None
+    runtime: str | None = None
+    extras: Sequence[str] = ()
     labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     annotations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -827,21 +837,51 @@ class RayServiceSpec:
                 raise fail(f"RayServiceSpec.applications[].{attr}", dupes, f"unique {attr}s")
         object.__setattr__(self, "applications", apps)
         choice("RayServiceSpec.upgrade_strategy", self.upgrade_strategy, UPGRADE_STRATEGIES)
+        instance("RayServiceSpec.results", self.results, ResultStore, what="a ResultStore", optional=True)
+        if self.results is None and self.cluster.results is not None:
+            object.__setattr__(self, "results", self.cluster.results)
+        runtime = self.runtime or ("ship" if self.results is not None and not self.cluster.image else "image")
+        object.__setattr__(self, "runtime", choice("RayServiceSpec.runtime", runtime, _ship.RUNTIMES))
+        object.__setattr__(self, "extras", _extras("RayServiceSpec.extras", self.extras))
         object.__setattr__(self, "labels", _str_map("RayServiceSpec.labels", self.labels))
         object.__setattr__(self, "annotations", _str_map("RayServiceSpec.annotations", self.annotations))
 
+    def _applications(self) -> tuple[list[dict[str, Any]], list[tuple[str, str, str | None]]]:
+        configs, uploads = [], []
+        root = self.results.storage_root if self.results else None
+        for i, app in enumerate(self.applications):
+            config = app.config()
+            env = dict(config.get("runtime_env") or {})
+            code, more = _code(self.runtime, env.get("working_dir"), self.results,
+                               f"RayServiceSpec.applications[{i}]")
+            env.update(code)
+            env = _ship.runtime_env(env, runtime=self.runtime, extras=_ship.extras_for(root, self.extras),
+                                    field="RayServiceSpec.runtime", package=None)
+            if env:
+                config["runtime_env"] = env
+            configs.append(config)
+            uploads += [u for u in more if u not in uploads]
+        return configs, uploads
+
+    def uploads(self) -> list[tuple[str, str, str | None]]:
+        """(local folder, URI, folder name inside) of the code the manifest refers to by URI;
+        ``raymlp cluster apply`` uploads them first."""
+        return self._applications()[1]
+
     def serve_config(self) -> dict[str, Any]:
         """The Serve config (``serveConfigV2``) as data."""
-        return {"applications": [a.config() for a in self.applications]}
+        return {"applications": self._applications()[0]}
 
     def render(self) -> dict[str, Any]:
         """The ``ray.io/v1`` RayService manifest, validated."""
         spec = {
             "upgradeStrategy": {"type": self.upgrade_strategy},
             "serveConfigV2": yaml.safe_dump(self.serve_config(), sort_keys=False),
-            "rayClusterConfig": self.cluster.cluster_spec(extra_head_ports=[("serve", 8000)]),
+            "rayClusterConfig": self.cluster.cluster_spec(extra_head_ports=[("serve", 8000)],
+                                                          results=self.results),
         }
-        return _finish("RayService", self.name, self.namespace, self.labels, self.annotations, spec)
+        annotations = {_RUNTIME_ANNOTATION: self.runtime, **self.annotations}
+        return _finish("RayService", self.name, self.namespace, self.labels, annotations, spec)
 
 
 def _finish(kind: str, name: str, namespace: str | None, labels: Mapping[str, str],

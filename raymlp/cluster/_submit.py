@@ -129,7 +129,7 @@ def connect(address: str, *, timeout_s: float = _CONNECT_TIMEOUT_S, token: str |
             "is the dashboard running there (ray start --head --include-dashboard=true)? "
             "Check --address / --dashboard"
         ) from exc
-    token = token or _config.get().ray_token
+    token = token or _config.get().ray_token or _config.token_file()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     _check_head(url, headers, timeout_s=timeout_s, token_given=bool(token))
     from ray.exceptions import AuthenticationError

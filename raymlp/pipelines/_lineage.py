@@ -58,7 +58,9 @@ def lineage(model_uri: str) -> dict[str, Any]:
     produced_by: dict[str, str] = {}
     for child in tracking.child_runs(parent_id):
         ctags = child.data.tags
-        name = ctags.get("raymlp.pipeline.step") or child.info.run_name
+        name = ctags.get("raymlp.pipeline.step")
+        if name is None:  # a run a step nested under the pipeline's (a training job's)
+            continue
         outputs = {k.split(".")[2]: v for k, v in ctags.items()
                    if k.startswith("raymlp.artifact.") and k.endswith(".digest")}
         inputs = {k.split(".")[2]: v for k, v in ctags.items()

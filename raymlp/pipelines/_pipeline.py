@@ -185,7 +185,7 @@ def _finish(state: dict, raise_on_failure: bool, progress: bool) -> PipelineRun:
         _console.summary(f"pipeline {run.name} {run.status.lower()}", {
             "run id": run.id, "failed step": run.failed_step, "error": run.error,
             "steps": ", ".join(f"{k}: {v}" for k, v in run.counts().items()),
-            "MLflow run": run.mlflow_run_id,
+            "MLflow run": state.get("mlflow_run_id"),
             "resume": f"raymlp pipeline resume {run.id}" if run.status == "FAILED" else None})
     if raise_on_failure and run.status == "FAILED":
         raise PipelineError(f"pipeline run {run.id} failed: {run.error}", step=run.failed_step,
@@ -310,6 +310,7 @@ class PipelineRun:
         outputs: the pipeline's returned outputs.
         mlflow_run_id: the parent MLflow run.
         duration_s: wall time.
+        state: the run's record as stored.
     """
 
     id: str
@@ -319,7 +320,6 @@ class PipelineRun:
     params: dict
     steps: dict
     outputs: dict
-    mlflow_run_id: str | None
     duration_s: float | None
     state: dict = dataclasses.field(repr=False, compare=False, default_factory=dict)
 
@@ -336,8 +336,16 @@ class PipelineRun:
         return cls(id=state["id"], name=state["pipeline"], version=state["version"],
                    status=state["status"], params=dict(state["params"]), steps=steps,
                    outputs=dict(state.get("outputs") or {}),
-                   mlflow_run_id=state.get("mlflow_run_id"),
                    duration_s=state.get("duration_s"), state=state)
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        """The parent MLflow run (opened in the background: waits for it when needed)."""
+        if self.state.get("mlflow_run_id") is None:
+            from raymlp.pipelines._runner import flush_tracking
+
+            flush_tracking(60.0)
+        return self.state.get("mlflow_run_id")
 
     @property
     def failed_step(self) -> str | None:

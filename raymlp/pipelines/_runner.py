@@ -91,13 +91,16 @@ def flush_tracking(timeout_s: float = 120.0) -> None:
     _tracker.flush(timeout_s)
 
 
-def _log_step(parent_id: str, experiment_id: str, name: str, record: dict) -> None:
+def _log_step(runner: Runner, name: str, record: dict) -> None:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     from raymlp import tracking
 
     mlc = tracking.client()
+    parent_id, experiment_id = runner.state["mlflow_run_id"], runner.experiment_id
+    if not parent_id:
+        return
     tags = {MLFLOW_PARENT_RUN_ID: parent_id, MLFLOW_RUN_NAME: name,
             "raymlp.kind": "pipeline-step", "raymlp.pipeline.step": name,
             "raymlp.pipeline.cache_hit": str(record["status"] == CACHED).lower(),
@@ -182,6 +185,7 @@ class Runner:
         self.log_root = _store.run_path(state["id"]).parent / "logs"
         self.experiment_id: str | None = None
         self.bar = None
+        self.parent_ready = threading.Event()
 
     # -- structure
     def _loop_depth(self, gid: str | None) -> int:
@@ -537,7 +541,7 @@ class Runner:
         self.dirty = True
         ctx = StepContext(run_id=self.state["id"], pipeline=self.pipe.name,
                           version=self.pipe.version, step=name, attempt=rec["attempts"],
-                          mlflow_run_id=self.state.get("mlflow_run_id"), input_digests=digests)
+                          mlflow_run_id=self._parent_run_id(), input_digests=digests)
         call = {"ctx": ctx, "params": params, "artifacts_in": arts_in, "artifacts_out": arts_out,
                 "outputs": comp.outputs, "log_path": str(self.log_root / f"{name}.log")}
         timeout = options["timeout_s"]
@@ -621,36 +625,51 @@ class Runner:
         if self.bar is not None:
             self.bar.update(1, **{status.lower(): sum(r["status"] == status
                                                       for r in self.steps.values())})
-        if status in (SUCCEEDED, CACHED, FAILED) and self.track and self.state.get("mlflow_run_id"):
+        if status in (SUCCEEDED, CACHED, FAILED) and self.track:
             name = instance_name(rec["task"], tuple(rec["idx"]))
-            _tracker.submit(_log_step, self.state["mlflow_run_id"], self.experiment_id, name,
+            _tracker.submit(_log_step, self, name,
                             json.loads(json.dumps(rec, default=repr)))
 
     # -- tracking
     def _start_tracking(self) -> None:
+        """Open the run's MLflow parent run in the background: a run that is all cache hits
+        never waits for MLflow; a step that runs waits for the parent id (to nest under it)."""
+        self.parent_ready = threading.Event()
+        if not self.track:
+            self.parent_ready.set()
+            return
+        resumed = bool(self.state.get("mlflow_run_id"))
+        if resumed:
+            self.state["resumes"] = self.state.get("resumes", 0) + 1
+
+        def start() -> None:
+            from raymlp import tracking
+
+            try:
+                self.experiment_id = tracking.experiment_id()
+                if resumed:
+                    return
+                run = tracking.start_run(
+                    f"pipeline {self.pipe.name}", params={**self.params},
+                    tags={"raymlp.kind": "pipeline", "raymlp.pipeline.name": self.pipe.name,
+                          "raymlp.pipeline.version": self.pipe.version,
+                          "raymlp.pipeline.run_id": self.state["id"]})
+                self.state["mlflow_run_id"] = run.run_id
+                self.dirty = True
+            finally:
+                self.parent_ready.set()
+
+        _tracker.submit(start)
+
+    def _parent_run_id(self) -> str | None:
+        self.parent_ready.wait(timeout=120)
+        return self.state.get("mlflow_run_id")
+
+    def _end_tracking(self) -> None:
         if not self.track:
             return
         from raymlp import tracking
 
-        self.experiment_id = tracking.experiment_id()
-        if self.state.get("mlflow_run_id"):
-            self.state["resumes"] = self.state.get("resumes", 0) + 1
-            return
-        run = tracking.start_run(
-            f"pipeline {self.pipe.name}",
-            params={**self.params},
-            tags={"raymlp.kind": "pipeline", "raymlp.pipeline.name": self.pipe.name,
-                  "raymlp.pipeline.version": self.pipe.version,
-                  "raymlp.pipeline.run_id": self.state["id"]})
-        self.state["mlflow_run_id"] = run.run_id
-        self._save(force=True)
-
-    def _end_tracking(self) -> None:
-        if not self.track or not self.state.get("mlflow_run_id"):
-            return
-        from raymlp import tracking
-
-        run = tracking.Run(self.state["mlflow_run_id"])
         status = self.state["status"]
         summary = {"raymlp.pipeline.status": status,
                    "raymlp.pipeline.cache_hits": sum(r["status"] == CACHED
@@ -658,17 +677,23 @@ class Runner:
                    "raymlp.pipeline.resumes": self.state.get("resumes", 0)}
 
         def end() -> None:
+            if not self.state.get("mlflow_run_id"):
+                return
+            run = tracking.Run(self.state["mlflow_run_id"])
             run.set_tags(summary)
             run.log_metrics({"duration_s": self.state.get("duration_s", 0.0)})
             run.end("FINISHED" if status == SUCCEEDED else "FAILED")
+            _store.save_run(self.state)  # with the parent run's id, opened in the background
 
         _tracker.submit(end)
 
 
 def reset_for_resume(state: dict) -> None:
-    """Forget what did not finish, so a resumed run reruns exactly that."""
+    """Forget what did not finish, so a resumed run reruns exactly that (and the exit
+    handlers, which report the new outcome)."""
+    tasks = state["spec"]["tasks"]
     for rec in state["steps"].values():
-        if rec["status"] not in DONE:
+        if rec["status"] not in DONE or tasks.get(rec["task"], {}).get("exit_of"):
             rec["status"] = PENDING
             rec["attempts"] = 0
             rec.pop("retry_at", None)

@@ -88,8 +88,8 @@ class ExperimentFile:
                 strategy = _spec.choice(f"objective.metricStrategies[{i}].value", s.get("value"),
                                         ["latest", "min", "max"])
         objective = Objective(metric=o.objectiveMetricName, goal=_TYPES[o.type],
-                              target=_number("objective.goal", o.goal), strategy=strategy,
-                              additional_metrics=tuple(o.additionalMetricNames))
+                              target=_spec.number_text("objective.goal", o.goal, optional=True),
+                              strategy=strategy, additional_metrics=tuple(o.additionalMetricNames))
         algorithm = "bayesian"
         settings: dict[str, Any] = {}
         if self.algorithm is not None:
@@ -121,12 +121,6 @@ class ExperimentFile:
 
 def _unloaded(ctx):  # pragma: no cover - a stand-in while only checking a file
     raise RuntimeError("not loaded")
-
-
-def _number(field: str, value: Any) -> Any:
-    if isinstance(value, str):
-        value = parse_value(value)
-    return _spec.number(field, value, optional=True)
 
 
 def _settings(field: str, items: Any) -> dict[str, Any]:

@@ -65,9 +65,7 @@ def run(exp: Experiment, *, resume: bool | None = None,
     if resume and record is None:
         raise _spec.fail("resume", True, f"False or None: there is no experiment "
                                          f"{exp.name!r} to resume (see `raymlp tune list`)")
-    if resume is False or (record is not None and resume is None
-                           and record.get("status") == "finished"
-                           and len(_journal.Journal(exp.name).finished()) >= exp.max_trials):
+    if resume is False or (resume is None and record is not None and _ended(exp, record)):
         _journal.reset(exp.name)
         record = None
     init()
@@ -96,6 +94,15 @@ def run(exp: Experiment, *, resume: bool | None = None,
     else:
         tracker.close()
     return _finish(exp, journal, parent, tracker)
+
+
+def _ended(exp: Experiment, record: dict) -> bool:
+    """Whether the experiment on record is over (a new run starts afresh): it failed, or it
+    finished every trial asked for now (a larger ``max_trials`` continues it)."""
+    if record.get("status") == "failed":
+        return True
+    return (record.get("status") == "finished"
+            and len(_journal.Journal(exp.name).finished()) >= exp.max_trials)
 
 
 def check_parallel(exp: Experiment) -> None:
@@ -176,8 +183,10 @@ def _fit(exp: Experiment, tracker: _Tracker, storage: str, history: list, pendin
     payload = TrialPayload(trial=exp.trial, constants=exp.constants, storage=storage,
                            parent_run_id=tracker.parent_run_id, metric=o.metric, goal=o.goal)
     if exp.is_train_job:
-        # The trial only drives its TrainJob, whose workers hold the resources.
-        resources = {"CPU": 0}
+        # The trial only drives its TrainJob, whose workers hold the resources. Ray Tune wants
+        # some resource per trial: one byte of Ray's logical memory, so no CPU is taken from
+        # the workers (2 workers of 1 CPU fit a 2-CPU machine).
+        resources = {"CPU": 0, "memory": 1}
     else:
         resources = {"CPU": exp.cpus, **({"GPU": exp.gpus} if exp.gpus else {})}
     trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_main, payload=payload),
@@ -379,6 +388,7 @@ class _Tracker(_tune_base()):
                 self.best = h["value"]
         self.writer = _Writer()
         self._closed = False
+        self._experiment_name: str | None = None
 
     def __getstate__(self) -> dict:
         # Ray Tune pickles its callbacks into its own experiment state (read by its restore,
@@ -471,10 +481,14 @@ class _Tracker(_tune_base()):
         self.journal.append("run", trial_id=tid, run_id=state.run.run_id)
 
     def _mlflow_experiment(self) -> str:
+        """The parent run's MLflow experiment (looked up once)."""
         from raymlp import tracking
 
-        parent = tracking.get_run(self.parent_run_id)
-        return tracking.client().get_experiment(parent.info.experiment_id).name
+        if self._experiment_name is None:
+            parent = tracking.get_run(self.parent_run_id)
+            self._experiment_name = tracking.client().get_experiment(
+                parent.info.experiment_id).name
+        return self._experiment_name
 
     def _end(self, trial, state: _TrialState, status: str) -> None:
         self.done += 1

@@ -245,9 +245,7 @@ def _katib_domain(at: str, kind: str, fs: Mapping[str, Any]) -> Domain:
         if not isinstance(values, list) or not values:
             raise _spec.fail(f"{at}.list", values, "a non-empty list of values")
         if kind == "discrete":
-            for v in values:
-                _spec.number(f"{at}.list", _number(f"{at}.list", v))
-            values = [_number(f"{at}.list", v) for v in values]
+            values = [_spec.number_text(f"{at}.list", v) for v in values]
         return choice(values)
     dist = _spec.choice(f"{at}.distribution", fs.get("distribution", "uniform"),
                         _KATIB_DISTRIBUTIONS)
@@ -255,23 +253,11 @@ def _katib_domain(at: str, kind: str, fs: Mapping[str, Any]) -> Domain:
     low, high = fs.get("min"), fs.get("max")
     step = fs.get("step")
     if kind == "int":
-        low, high = _int(f"{at}.min", low), _int(f"{at}.max", high)
-        return Int(low=low, high=high, step=_int(f"{at}.step", step) if step is not None else 1,
+        low = _spec.number_text(f"{at}.min", low, integer=True)
+        high = _spec.number_text(f"{at}.max", high, integer=True)
+        step = _spec.number_text(f"{at}.step", step, integer=True) if step is not None else 1
+        return Int(low=low, high=high, step=step,
                    log=log)
-    low, high = _number(f"{at}.min", low), _number(f"{at}.max", high)
+    low, high = _spec.number_text(f"{at}.min", low), _spec.number_text(f"{at}.max", high)
     return Float(low=low, high=high, log=log,
-                 step=_number(f"{at}.step", step) if step is not None else None)
-
-
-def _number(field: str, value: Any, *, integer: bool = False) -> Any:
-    """Katib writes numbers as strings ("0.01"): either is read."""
-    if isinstance(value, str):
-        try:
-            value = (int if integer else float)(value)
-        except ValueError:
-            raise _spec.fail(field, value, "an integer" if integer else "a number") from None
-    return _spec.number(field, value, integer=integer)
-
-
-def _int(field: str, value: Any) -> int:
-    return _number(field, value, integer=True)
+                 step=_spec.number_text(f"{at}.step", step) if step is not None else None)

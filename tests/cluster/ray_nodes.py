@@ -1,8 +1,8 @@
 """Ray heads and extra nodes on this machine for the cluster tests, from any environment.
 
 Each node gets free ports and its own temp dir, and is stopped by ending exactly the processes
-that carry that temp dir (``raymlp._local.stop``); never ``ray stop``, which would end every Ray
-on the machine. Unlike ``raymlp._local.start``, these may run another Python environment (the
+that carry that temp dir and their children; never ``ray stop``, which would end every Ray on
+the machine. Unlike ``raymlp._local.start``, these may run another Python environment (the
 bare stand-in for a stock Ray image), take a token, and join a second node to the head.
 """
 
@@ -60,12 +60,42 @@ def _env(bin_dir: Path, env: dict[str, str] | None) -> dict[str, str]:
 
 def start(bin_dir: Path, *, num_cpus: int, resources: dict[str, float] | None = None,
           head: Node | None = None, env: dict[str, str] | None = None,
-          timeout_s: float = 120) -> Node:
-    """Start a head (``head=None``) or a node joining ``head``, from ``bin_dir``'s ``ray``."""
+          timeout_s: float = 120, tries: int = 2, wait: bool = True) -> Node:
+    """Start a head (``head=None``) or a node joining ``head``, from ``bin_dir``'s ``ray``.
+
+    A node that times out while starting (Ray gives up when the machine is too busy) is
+    stopped and started again, ``tries`` times in all. A head is returned once its job API
+    answers (:func:`wait_ready`), or at once with ``wait=False``.
+    """
+    for attempt in range(tries):
+        try:
+            node = _start(bin_dir, num_cpus=num_cpus, resources=resources, head=head, env=env,
+                          timeout_s=timeout_s)
+            break
+        except RuntimeError:
+            if attempt == tries - 1:
+                raise
+    if head is None and wait:
+        wait_ready(node, timeout_s=timeout_s)
+    return node
+
+
+def wait_ready(head: Node, *, timeout_s: float) -> None:
+    """Wait for the head's job API; a head that never answers is stopped."""
+    try:
+        wait_for(f"the job API at {head.dashboard_url}", lambda: _healthy(head.dashboard_url),
+                 timeout=timeout_s, period=0.5)
+    except BaseException:
+        stop(head)
+        raise
+
+
+def _start(bin_dir: Path, *, num_cpus: int, resources: dict[str, float] | None,
+           head: Node | None, env: dict[str, str] | None, timeout_s: float) -> Node:
     temp_dir = tempfile.mkdtemp(prefix="rmlp-n-", dir="/tmp")
     args, ports = _ports_args(head is None)
     cmd = [str(bin_dir / "ray"), "start", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
-           "--num-gpus=0", *args]
+           "--num-gpus=0", "--node-ip-address=127.0.0.1", *args]
     cmd += ["--head"] if head is None else [f"--address={head.address}"]
     if resources:
         cmd.append(f"--resources={json.dumps(resources)}")
@@ -75,15 +105,8 @@ def start(bin_dir: Path, *, num_cpus: int, resources: dict[str, float] | None = 
                 dashboard_url=head.dashboard_url if head else f"http://127.0.0.1:{ports['dashboard']}",
                 temp_dir=temp_dir)
     if out.returncode != 0:
-        _local.stop(node)
+        stop(node)
         raise RuntimeError(f"ray start failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    if head is None:
-        try:
-            wait_for(f"the job API at {node.dashboard_url}", lambda: _healthy(node.dashboard_url),
-                     timeout=timeout_s, period=0.5)
-        except BaseException:
-            _local.stop(node)
-            raise
     return node
 
 
@@ -96,6 +119,25 @@ def _healthy(url: str) -> bool:
 
 
 def stop(*nodes: Node) -> None:
-    """Stop the nodes' processes (workers first, the head last)."""
-    for node in reversed(nodes):
-        _local.stop(node)
+    """Kill the nodes' processes at once: those whose command line names a node's temp dir,
+    and their children (Ray's workers, whose titles no longer name it). A graceful stop
+    (``raymlp._local.stop``) waits for each node in turn; nothing here needs one."""
+    import shutil
+
+    import psutil
+
+    procs = []
+    for node in nodes:
+        for proc in _local._processes(node.temp_dir):
+            try:
+                procs += [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+    for node in nodes:
+        shutil.rmtree(node.temp_dir, ignore_errors=True)

@@ -37,6 +37,7 @@ from raymlp.cluster import (
     WorkerGroup,
 )
 from raymlp.errors import JobError, SpecError
+from tests.cluster.conftest import REPO_ROOT
 
 _UNTRACKED = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace"),
               ("metadata", "managedFields"), ("metadata", "resourceVersion"), ("metadata", "generation")}
@@ -463,3 +464,33 @@ def test_cli_apply_status_wait_delete_through_a_kubeconfig(api, cli, tmp_path):
     assert (code, out.strip()) == (0, "rayjob.ray.io/cli-job deleted")
     code, _, err = cli("cluster", "status", "RayJob", "cli-job", *k)
     assert code == 2 and "HTTP 404" in err
+
+
+def test_cli_apply_of_the_seed_job_uploads_its_code_then_applies(api, cli, tmp_path, s3, monkeypatch):
+    env, client = s3
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": "team-a"}}],
+    }))
+    seed = REPO_ROOT / "examples" / "kuberay" / "seed_pytorchjob.py"
+    spec_file = tmp_path / "seed_on_s3.py"
+    # The seed job, with the storage root on the test's S3 endpoint.
+    spec_file.write_text(
+        "import dataclasses, runpy\n"
+        "from raymlp.cluster import ResultStore\n"
+        f"seed = runpy.run_path({str(seed)!r})['job']\n"
+        "job = dataclasses.replace(seed, results=ResultStore(storage_root='s3://raymlp/seed'))\n")
+    k = ("--kubeconfig", str(kubeconfig))
+    code, out, _ = cli("cluster", "apply", "--dry-run", str(spec_file), *k)
+    assert code == 0 and out.count("would upload") == 2
+    assert not client.list_objects_v2(Bucket="raymlp", Prefix="seed/").get("Contents")
+    code, out, _ = cli("cluster", "apply", str(spec_file), *k)
+    assert code == 0 and out.count("uploaded") == 2 and "rayjob.ray.io/pytorchjob-seed created" in out
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="raymlp", Prefix="seed/code/")["Contents"])
+    stored = yaml.safe_load(api.objects[("rayjobs", "team-a", "pytorchjob-seed")]["spec"]["runtimeEnvYAML"])
+    assert sorted([stored["working_dir"], *stored["py_modules"]]) == [f"s3://raymlp/{k}" for k in keys]

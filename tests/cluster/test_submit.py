@@ -68,6 +68,7 @@ def test_dashboard_url_is_derived_from_the_cluster_address(monkeypatch, tmp_path
 def test_submit_runs_the_training_example_to_succeeded(head, cli):
     code, out, err = cli(
         "submit", "--address", head.address, "--dashboard", head.dashboard_url, "--working-dir", str(EXAMPLES),
+        "--runtime", "image",  # this head runs the test environment, raymlp included
         "--timeout", "120", "--", "python", "tiny_train.py", "--steps", "5",
     )
     assert code == 0, err

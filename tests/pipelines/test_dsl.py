@@ -261,3 +261,20 @@ def test_graph_text_shows_status(tmp_path):
     assert text.startswith("flowchart TD") and "echo (if) [SUCCEEDED]" in text \
         and "[SKIPPED]" in text and "-->" in text
     assert "digraph" in run.graph("dot") and "SKIPPED" in run._repr_html_()
+
+
+def test_after_orders_steps_and_set_options_checks(tmp_path):
+    @pipeline(name="ordered")
+    def ordered(log: str = "/tmp"):
+        b = flows.echo(text="b", log=log)
+        a = flows.echo(text="a", log=log)
+        b.after(a)
+        a.set_options(retries=1, cache=False)
+        with pytest.raises(SpecError, match="component.cpus"):
+            a.set_options(cpus=-1)
+
+    assert ordered.graph["tasks"]["echo"]["after"] == ["echo-2"]
+    assert ordered.graph["tasks"]["echo-2"]["options"] == {"retries": 1, "cache": False}
+    run = ordered.run({"log": str(tmp_path)}, mode="local", track=False, progress=False)
+    assert run.status == "SUCCEEDED"
+    assert run.state["steps"]["echo-2"]["ended_at"] <= run.state["steps"]["echo"]["started_at"]

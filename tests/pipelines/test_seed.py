@@ -78,8 +78,13 @@ def test_lineage_from_registered_model_to_data(first):
     version = tracking.get_version(MODEL, alias="champion")
     assert version.tags["raymlp.dataset.data"] == data_digest
     assert version.tags["raymlp.pipeline.run_id"] == first.id
-    steps = {r.data.tags["raymlp.pipeline.step"]: r
-             for r in tracking.child_runs(first.mlflow_run_id)}
+    children = tracking.child_runs(first.mlflow_run_id)
+    steps = {r.data.tags["raymlp.pipeline.step"]: r for r in children
+             if "raymlp.pipeline.step" in r.data.tags}
+    # the training job's own run is nested under the pipeline run, with the data as its input
+    job = next(r for r in children if "raymlp.pipeline.step" not in r.data.tags)
+    assert [tracking.dataset_digest(d.dataset) for d in job.inputs.dataset_inputs] == \
+        [data_digest]
     assert steps["preprocess"].data.tags["raymlp.artifact.data.digest"] == data_digest
     assert steps["evaluate_model"].data.metrics["test_accuracy"] == \
         first.outputs["test_accuracy"]

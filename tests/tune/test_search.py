@@ -153,3 +153,17 @@ def test_a_killed_trial_process_is_retried_and_counted_once(ray_session, tmp_pat
     killed = result.trials[result.trials["param.x"] == 0.4].iloc[0]
     assert killed.retries == 1 and killed.steps == 2
     assert len(list(tmp_path.glob("*.started"))) == 1
+
+
+def test_parallel_trials_beyond_the_cluster_fail_before_any_trial(ray_session):
+    from raymlp.errors import ResourceError
+    from raymlp.tune import _journal
+
+    exp = tune.Experiment(trial=trials.quadratic, name="too-wide", objective="loss",
+                          space={"x": tune.uniform(0, 1)}, max_trials=4, parallel_trials=3,
+                          cpus=2)  # the session's Ray has 4 CPUs: 2 such trials at most
+    with pytest.raises(ResourceError) as err:
+        exp.run(resume=False)
+    assert err.value.field == "Experiment.parallel_trials"
+    assert err.value.allowed == "at most 2"
+    assert not _journal.exists("too-wide")

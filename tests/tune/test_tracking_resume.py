@@ -25,16 +25,16 @@ def test_parallel_trials_are_nested_runs_and_the_best_registers(ray_session, cap
     caplog.set_level(logging.WARNING)
     exp = tune.Experiment(trial=trials.sklearn_trial, name="iris-c", algorithm="random",
                           objective=tune.Objective(metric="accuracy", goal="max"),
-                          space={"C": tune.loguniform(1e-3, 10.0)}, max_trials=8,
+                          space={"C": tune.loguniform(1e-3, 10.0)}, max_trials=4,
                           parallel_trials=4, cpus=1, seed=1, data_hash="abc123")
     result = exp.run(resume=False)
-    assert len(result.trials) == 8
+    assert len(result.trials) == 4
 
     parent = tracking.get_run(result.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["raymlp.kind"] == "tune"
     children = tracking.child_runs(result.run_id)
-    assert len(children) == 8
+    assert len(children) == 4
     for child in children:
         assert child.info.status == "FINISHED"
         assert float(child.data.params["C"]) > 0
@@ -117,9 +117,9 @@ def test_a_two_worker_train_job_is_a_trial(ray_session, examples_path):
     from raymlp import train
 
     job = train.TrainJob(loop=train_digits.digits_loop, framework="torch", name="digits-tune",
-                         scaling=train.Scaling(workers=2),
+                         scaling=train.Scaling(workers=2, cpus=0.5),
                          config={"hidden": 32, "batch_size": 64, "epochs": 2})
-    exp = tune.Experiment(trial=job, name="digits-lr", algorithm="grid",
+    exp = tune.Experiment(trial=job, name="digits-lr", algorithm="grid", parallel_trials=2,
                           objective=tune.Objective(metric="val_accuracy", goal="max"),
                           space={"lr": tune.grid([3e-3, 1e-5])})
     result = exp.run(resume=False)
@@ -152,16 +152,22 @@ def test_cli_runs_a_katib_file_and_shows_it(ray_session, tmp_path, capsys):
         seed: 0
     """))
     assert _main(["tune", "run", str(path), "--set", "maxTrialCount=4"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = _json_tail(capsys.readouterr().out)
     assert out["trials"] == 4 and out["best"]["run_id"]
     assert _main(["tune", "status", "cli-katib"]) == 0
-    status = json.loads(capsys.readouterr().out)
+    status = _json_tail(capsys.readouterr().out)
     assert status["status"] == "finished" and status["trials"] == 4
     assert _main(["tune", "list"]) == 0
     assert "cli-katib" in capsys.readouterr().out
     path.write_text(path.read_text().replace("objectiveMetricName", "objectiveMetric"))
     assert _main(["tune", "run", str(path)]) == 2
     assert "experiment.objective: unknown field 'objectiveMetric'" in capsys.readouterr().err
+
+
+def _json_tail(text: str) -> dict:
+    """The JSON document a command prints last (after its progress lines)."""
+    start = 0 if text.startswith("{") else text.rindex("\n{") + 1
+    return json.loads(text[start:])
 
 
 def _main(argv):
