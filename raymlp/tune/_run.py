@@ -219,7 +219,9 @@ def _fit(exp: Experiment, tracker: _Tracker, storage: str, history: list, pendin
             name=f"run-{int(time.time())}", storage_path=storage_path,
             storage_filesystem=filesystem, verbose=0, callbacks=[tracker],
             stop=_Stop(tracker), failure_config=ray.tune.FailureConfig(max_failures=exp.max_retries),
-            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
+            # Population-based training copies other trials' checkpoints: it keeps more.
+            checkpoint_config=ray.tune.CheckpointConfig(
+                num_to_keep=4 if scheduler_kind == "pbt" else 2)),
     )
     started = time.monotonic()
     with _console.progress(f"tuning {exp.name}", total=exp.max_trials, unit="trial") as bar:
@@ -265,16 +267,18 @@ def _scheduler(exp: Experiment, kind: str | None, settings: dict):
         # Two brackets: every trial is judged by start_step * reduction_factor at the latest.
         settings = {"max_t": es.max_t, "reduction_factor": es.reduction_factor,
                     "grace_period": es.start_step, "brackets": 2}
+    # A trial that reports max_t steps finishes on its own (its code after the last report,
+    # e.g. ctx.log_model, still runs): the scheduler's own bound is one step further.
     if kind == "asha":
         return schedulers.ASHAScheduler(
-            time_attr="training_iteration", max_t=settings.get("max_t", 100),
+            time_attr="training_iteration", max_t=settings.get("max_t", 100) + 1,
             grace_period=settings.get("grace_period", 1),
             reduction_factor=settings.get("reduction_factor", 3))
     if kind == "hyperband":
         # Asynchronous HyperBand (ASHA over several brackets): trials are stopped, never paused,
         # so a trial needs no checkpoints to be judged.
         return schedulers.ASHAScheduler(
-            time_attr="training_iteration", max_t=settings.get("max_t", 100),
+            time_attr="training_iteration", max_t=settings.get("max_t", 100) + 1,
             grace_period=settings.get("grace_period", 1),
             reduction_factor=settings.get("reduction_factor", 3),
             brackets=settings.get("brackets", 3))
@@ -532,8 +536,11 @@ class _Tracker(_tune_base()):
                 record["run_id"] = state.run_id
                 run = tracking.get_run(state.run_id)
                 record["model_uri"] = run.data.tags.get(tracking.TAG_MODEL_URI) or None
-                tracking.Run(state.run_id).set_tags({"raymlp.tune.status": record["status"],
-                                                     "raymlp.tune.trial_id": record["trial_id"]})
+                job_run = tracking.Run(state.run_id)
+                job_run.set_tags({"raymlp.tune.status": record["status"],
+                                  "raymlp.tune.trial_id": record["trial_id"]})
+                if run.info.status == "RUNNING":  # stopped early: its process was ended
+                    job_run.end("KILLED")
         finally:
             self.journal.append("end", **record)
 

@@ -483,8 +483,8 @@ def test_cli_apply_of_the_seed_job_uploads_its_code_then_applies(api, cli, tmp_p
     spec_file.write_text(
         "import dataclasses, runpy\n"
         "from raymlp.cluster import ResultStore\n"
-        f"seed = runpy.run_path({str(seed)!r})['job']\n"
-        "job = dataclasses.replace(seed, results=ResultStore(storage_root='s3://raymlp/seed'))\n")
+        f"_seed = runpy.run_path({str(seed)!r})['job']\n"
+        "job = dataclasses.replace(_seed, results=ResultStore(storage_root='s3://raymlp/seed'))\n")
     k = ("--kubeconfig", str(kubeconfig))
     code, out, _ = cli("cluster", "apply", "--dry-run", str(spec_file), *k)
     assert code == 0 and out.count("would upload") == 2

@@ -73,6 +73,8 @@ def test_submit_runs_the_training_example_to_succeeded(head, cli):
     )
     assert code == 0, err
     assert "step 4 loss" in out and "trained w=" in out  # the job's own log, streamed
+    # Nothing says where results go: submit warns that they would stay on the head.
+    assert "warning: the job's RAYMLP_TRACKING_URI and RAYMLP_STORAGE_ROOT are not set here" in err
     job_id = err.split("submitted job ")[1].split()[0]
     assert f"job {job_id} SUCCEEDED" in err
     # An http:// dashboard URL given as --address keeps working.

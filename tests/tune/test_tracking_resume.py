@@ -21,28 +21,34 @@ from tests.tune import trials
 pytestmark = [pytest.mark.slow]
 
 
-def test_parallel_trials_are_nested_runs_and_the_best_registers(ray_session, caplog):
+def test_parallel_trials_are_nested_runs_with_no_lock_errors(ray_session, caplog):
     caplog.set_level(logging.WARNING)
-    exp = tune.Experiment(trial=trials.sklearn_trial, name="iris-c", algorithm="random",
-                          objective=tune.Objective(metric="accuracy", goal="max"),
-                          space={"C": tune.loguniform(1e-3, 10.0)}, max_trials=4,
-                          parallel_trials=4, cpus=1, seed=1, data_hash="abc123")
+    exp = tune.Experiment(trial=trials.quadratic, name="parallel-4", algorithm="random",
+                          objective="loss", space={"x": tune.uniform(0, 1), "steps": 3},
+                          max_trials=8, parallel_trials=4, seed=1)
     result = exp.run(resume=False)
-    assert len(result.trials) == 4
+    assert len(result.trials) == 8
 
     parent = tracking.get_run(result.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["raymlp.kind"] == "tune"
     children = tracking.child_runs(result.run_id)
-    assert len(children) == 4
+    assert len(children) == 8
     for child in children:
         assert child.info.status == "FINISHED"
-        assert float(child.data.params["C"]) > 0
-        assert [v for _, v in tracking.metric_history(child.info.run_id, "accuracy")]
-    best = tracking.get_run(result.best.run_id)
-    assert best.data.tags["raymlp.tune.best"] == "true"
-    assert result.best.value == max(result.trials.value)
+        assert 0 <= float(child.data.params["x"]) <= 1
+        assert [s for s, _ in tracking.metric_history(child.info.run_id, "loss")] == [1, 2, 3]
+    assert tracking.get_run(result.best.run_id).data.tags["raymlp.tune.best"] == "true"
+    assert result.best.value == min(result.trials.value)
+    assert not [r for r in caplog.records if "database is locked" in r.getMessage()]
 
+
+def test_the_best_trial_registers_with_lineage_and_predicts(ray_session):
+    exp = tune.Experiment(trial=trials.sklearn_trial, name="iris-c", algorithm="grid",
+                          objective=tune.Objective(metric="accuracy", goal="max"),
+                          space={"C": tune.grid([1e-3, 1.0])}, data_hash="abc123")
+    result = exp.run(resume=False)
+    assert result.best.params == {"C": 1.0}
     version = result.best.register("tune-iris", alias="champion")
     lineage = tracking.lineage("tune-iris", version.version)
     assert lineage["raymlp.source_run_id"] == result.best.run_id
@@ -53,7 +59,6 @@ def test_parallel_trials_are_nested_runs_and_the_best_registers(ray_session, cap
     x, _ = load_iris(return_X_y=True)
     model = tracking.load_model("models:/tune-iris@champion")
     assert model.predict(x[:4]).shape[0] == 4
-    assert not [r for r in caplog.records if "database is locked" in r.getMessage()]
 
 
 DRIVER = textwrap.dedent("""
