@@ -50,6 +50,7 @@ class Schedule:
             once and moves on to the next future time.
         start_at / end_at: epoch seconds between which it fires (None: now / for ever).
         enabled: False creates it paused.
+        track: record each run in MLflow (a parent run and a nested run per step).
 
     Example:
         >>> Schedule(name="nightly", pipeline="flows:seed", cron="0 3 * * *").create()
@@ -65,6 +66,7 @@ class Schedule:
     start_at: float | None = None
     end_at: float | None = None
     enabled: bool = True
+    track: bool = True
 
     def __post_init__(self) -> None:
         _spec.name("Schedule.name", self.name)
@@ -85,6 +87,7 @@ class Schedule:
         _spec.number("Schedule.start_at", self.start_at, optional=True)
         _spec.number("Schedule.end_at", self.end_at, optional=True)
         _spec.boolean("Schedule.enabled", self.enabled)
+        _spec.boolean("Schedule.track", self.track)
 
     def next_fire_times(self, n: int = 5, *, after: float | None = None) -> list[float]:
         """The next ``n`` fire times (epoch seconds) after ``after`` (default: now)."""
@@ -313,7 +316,8 @@ class _Scheduler:
         try:
             pipe = _load_pipeline(spec.pipeline)
             params = pipe.check_params(dict(spec.params))
-            runner = Runner(pipe, params, mode="ray", cache=True, track=True, progress=False)
+            runner = Runner(pipe, params, mode="ray", cache=True, track=spec.track,
+                            progress=False)
             run_id = runner.state["id"]
             runner.state["schedule"] = name
             with self.lock:

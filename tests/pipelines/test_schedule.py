@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from raymlp.errors import SpecError
-from raymlp.pipelines import Schedule, ScheduleHandle
+from raymlp.pipelines import Schedule
 from raymlp.pipelines._schedule import SCHEDULER_NAME, SCHEDULER_NAMESPACE
 from tests.helpers import wait_for
 
@@ -146,7 +146,7 @@ def test_schedule_outlives_creator_and_scheduler_restart(ray_head, tmp_path):
     module.write_text(SLEEPY.format(log=str(log), seconds=0.0))
     _on_head(head, home, f"""
         from raymlp.pipelines import Schedule
-        Schedule(name="tick", pipeline={f'{module}:sleepy'!r}, interval_s=1).create()
+        Schedule(name="tick", pipeline={f'{module}:sleepy'!r}, interval_s=1, track=False).create()
     """)
     # the creating process has exited: the schedule keeps firing on the head
     wait_for("2 runs after the creator exited", lambda: len(spans(log)) >= 2, timeout=90)
@@ -164,13 +164,5 @@ def test_schedule_outlives_creator_and_scheduler_restart(ray_head, tmp_path):
              timeout=90)
     state = json.loads((home / "pipelines" / "schedules.json").read_text())["tick"]
     assert state["restarts"] >= 1 and state["fired"] >= before + 1
-    out = _on_head(head, home, """
-        import raymlp
-        from raymlp.pipelines import ScheduleHandle
-        raymlp.init()
-        h = ScheduleHandle("tick")
-        h.delete()
-        print("deleted")
-    """)
-    assert "deleted" in out
-    assert ScheduleHandle  # the handle class is public
+    assert state["runs"] and all((home / "pipelines" / "runs" / r / "run.json").is_file()
+                                 for r in state["runs"][-3:])
