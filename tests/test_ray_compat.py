@@ -110,6 +110,20 @@ def test_train_entries_resolve(ray_session):
     assert callable(TrainController.abort) and callable(compat.abort_train_controller)
 
 
+def test_tune_entry_shortens_the_function_trial_waits_it_names():
+    from ray.train._internal import session
+
+    from raymlp import _ray_compat as compat
+
+    before = session._RESULT_FETCH_TIMEOUT, session._ERROR_FETCH_TIMEOUT
+    assert before[0] > 0.02 and before[1] >= 0.5  # Ray's defaults, the reason for the entry
+    try:
+        compat.fast_trial_results()
+        assert session._RESULT_FETCH_TIMEOUT == 0.02 and session._ERROR_FETCH_TIMEOUT < 0.01
+    finally:
+        session._RESULT_FETCH_TIMEOUT, session._ERROR_FETCH_TIMEOUT = before
+
+
 def test_torch_entries_resolve():
     pytest.importorskip("torch")
     from raymlp import _ray_compat as compat

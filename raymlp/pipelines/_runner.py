@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import itertools
 import json
 import queue
 import threading
@@ -53,22 +54,25 @@ class _Tracker:
     """
 
     def __init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue()
+        # (priority, sequence, fn, args): a run's parent run (priority 0) is opened before
+        # the step records other runs left queued, so a new run's steps never wait for those.
+        self.queue: queue.PriorityQueue = queue.PriorityQueue()
+        self.seq = itertools.count()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
         self.errors: list[str] = []
 
-    def submit(self, fn, *args) -> None:
+    def submit(self, fn, *args, first: bool = False) -> None:
         with self.lock:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._work, name="raymlp-pipeline-tracking",
                                                daemon=True)
                 self.thread.start()
-        self.queue.put((fn, args))
+        self.queue.put((0 if first else 1, next(self.seq), fn, args))
 
     def _work(self) -> None:
         while True:
-            fn, args = self.queue.get()
+            _, _, fn, args = self.queue.get()
             try:
                 fn(*args)
             except Exception as exc:  # noqa: BLE001 - tracking never fails a pipeline; the error is kept
@@ -659,7 +663,7 @@ class Runner:
             finally:
                 self.parent_ready.set()
 
-        _tracker.submit(start)
+        _tracker.submit(start, first=True)
 
     def _parent_run_id(self) -> str | None:
         self.parent_ready.wait(timeout=120)

@@ -118,10 +118,11 @@ def trial_main(config: dict, payload: TrialPayload) -> None:
     """
     import ray.tune
 
-    from raymlp import _console
+    from raymlp import _console, _ray_compat
     from raymlp.tune._space import unflatten
 
     _console.quiet()
+    _ray_compat.fast_trial_results()
     values = unflatten({**payload.constants, **config})
     trial_id = ray.tune.get_context().get_trial_id()
     ctx = TrialContext(values, trial_id, payload)
