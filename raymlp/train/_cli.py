@@ -11,11 +11,10 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from raymlp import _spec
-from raymlp._util import apply_overrides, load_object, parse_key_values
+from raymlp._util import apply_overrides, load_object, parse_key_values, read_data_file
 from raymlp.errors import SpecError
 
 EXAMPLE = """\
@@ -84,24 +83,6 @@ def schema() -> dict[str, Any]:
     return out
 
 
-def _read_file(path: str) -> dict[str, Any]:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"job file {path!r} does not exist", field="file", value=path,
-                        allowed="an existing YAML or JSON file")
-    try:
-        data = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
-    except (ValueError, yaml.YAMLError) as exc:
-        raise SpecError(f"job file {path!r} is not valid {p.suffix or 'YAML'}: {exc}",
-                        field="file", value=path, allowed="YAML or JSON") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"job file {path!r} must hold a mapping of job fields", field="file",
-                        value=path, allowed="a mapping of TrainJob fields")
-    return data
-
-
 def _load_backend(value: Any) -> Any:
     """A torch backend name as it is; ``module:Class`` (a generic Backend) loaded and built."""
     from raymlp.train._spec import TORCH_BACKENDS
@@ -126,7 +107,7 @@ def job_from_args(args: argparse.Namespace):
     """Build (TrainJob, register target) from a job file, flags and ``--set``; flags win."""
     from raymlp.train import TrainJob
 
-    data = _read_file(args.file) if args.file else {}
+    data = read_data_file(args.file, what="job file") if args.file else {}
     flags: dict[str, Any] = {}
     for key in ("loop", "framework", "name", "register"):
         if getattr(args, key):
