@@ -57,8 +57,10 @@ def main() -> None:
 
     raymlp.init()
     bench_chain, bench_fanout = build(args.chain, args.fanout)
-    # Warm up: Ray workers started, modules imported, the MLflow store created.
+    # Warm up: Ray workers started (as many as the fan-out runs at once), modules imported, the
+    # MLflow store created.
     bench_chain.run({"start": -1}, cache=False, progress=False)
+    bench_fanout.run({"start": -1}, cache=False, progress=False)  # the fan-out's workers
     flush_tracking()
 
     direct = ray.remote(num_cpus=0.25)(inc.func)
