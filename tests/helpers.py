@@ -40,3 +40,15 @@ def infer_body(x, name: str = "input-0", datatype: str = "FP32", **extra: Any) -
     (``extra`` adds top-level fields such as ``id``)."""
     return {**extra, "inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
                                  "data": x.reshape(-1).tolist()}]}
+
+
+def drop_services(*names: str) -> None:
+    """Delete inference services at the end of a module without waiting for their replicas to
+    drain (~30 s each); ``Service.delete()`` itself, which waits, is tested on its own."""
+    from ray import serve as ray_serve
+
+    from raymlp import serve
+
+    for name in names or serve.list_services():
+        if name in serve.list_services():
+            ray_serve.delete(name, _blocking=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import drop_services, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,7 +33,7 @@ def service(ray_session):
     st = serve.InferenceService(name=NAME, model=f"models:/{NAME}@champion", explainer="shap",
                                 resources=serve.Resources(cpus=0.25)).deploy()
     yield st, x, reg
-    st.delete()
+    drop_services(NAME)
 
 
 def test_explanations_are_additive_and_match_the_linear_model(service):

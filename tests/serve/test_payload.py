@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.helpers import free_port, infer_body, wait_for
+from tests.helpers import drop_services, free_port, infer_body, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,10 +31,7 @@ def model(ray_session):
         uri = run.log_model(reg, flavor="sklearn", signature=infer_signature(x, reg.predict(x)))
     tracking.register_model(uri, NAME, alias="champion")
     yield {"x": x, "model": reg}
-    from raymlp import serve
-
-    if NAME in serve.list_services():
-        serve.get(NAME).delete()
+    drop_services(NAME)
 
 
 class _Collector(http.server.BaseHTTPRequestHandler):

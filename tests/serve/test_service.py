@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from raymlp.errors import ServiceError, SpecError, TimeoutError
-from tests.helpers import free_port, infer_body, wait_for
+from tests.helpers import drop_services, free_port, infer_body, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -49,8 +49,6 @@ def models(ray_session):
 
 @pytest.fixture(scope="module")
 def service(models):
-    from ray import serve as ray_serve
-
     from raymlp import serve
 
     serve.start(port=free_port())
@@ -58,8 +56,7 @@ def service(models):
                                  resources=serve.Resources(cpus=0.25),
                                  max_request_bytes=64 * 1024).deploy()
     yield svc
-    for name in serve.list_services():
-        ray_serve.delete(name)
+    drop_services()
 
 
 @pytest.fixture

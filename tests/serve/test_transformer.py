@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from raymlp import serve
-from tests.helpers import free_port, infer_body
+from tests.helpers import drop_services, free_port, infer_body
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -65,7 +65,7 @@ def service(ray_session):
                                   resources=serve.Resources(cpus=0.25))
     st = spec.deploy()
     yield st, spec, x, mean, std, clf
-    st.delete()
+    drop_services(NAME)
 
 
 def test_pre_and_postprocessing_wrap_the_model(service):
