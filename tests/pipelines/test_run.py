@@ -41,7 +41,8 @@ def test_parallel_for_bounded_and_collected_in_order(ray_session, tmp_path):
     for _, delta in events:
         live += delta
         peak = max(peak, live)
-    assert 1 <= peak <= 4, f"{peak} iterations ran at once"
+    # Some ran together (the bound is not met by running them one by one) and never over 4.
+    assert 2 <= peak <= 4, f"{peak} iterations ran at once"
 
 
 def test_exit_handler_sees_failure_after_retries(ray_session, tmp_path):
