@@ -3,11 +3,8 @@ durable run state for resume, and MLflow lineage written off the steps' critical
 
 from __future__ import annotations
 
-import atexit
 import hashlib
-import itertools
 import json
-import queue
 import threading
 import time
 import uuid
@@ -45,68 +42,29 @@ def _canonical(data: Any) -> str:
 
 
 # --- tracking, off the critical path --------------------------------------------------------------
-
-class _Tracker:
-    """One background thread that writes MLflow runs for every pipeline of this process.
-
-    A step's MLflow run costs ~18 ms on SQLite; written here, it never delays the next step.
-    One writer per process also means no two of our writes contend for the SQLite lock.
-    """
-
-    def __init__(self) -> None:
-        # (priority, sequence, fn, args): a run's parent run (priority 0) is opened before
-        # the step records other runs left queued, so a new run's steps never wait for those.
-        self.queue: queue.PriorityQueue = queue.PriorityQueue()
-        self.seq = itertools.count()
-        self.thread: threading.Thread | None = None
-        self.lock = threading.Lock()
-        self.errors: list[str] = []
-
-    def submit(self, fn, *args, first: bool = False) -> None:
-        with self.lock:
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._work, name="raymlp-pipeline-tracking",
-                                               daemon=True)
-                self.thread.start()
-        self.queue.put((0 if first else 1, next(self.seq), fn, args))
-
-    def _work(self) -> None:
-        while True:
-            _, _, fn, args = self.queue.get()
-            try:
-                fn(*args)
-            except Exception as exc:  # noqa: BLE001 - tracking never fails a pipeline; the error is kept
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-            finally:
-                self.queue.task_done()
-
-    def flush(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-
-_tracker = _Tracker()
-atexit.register(_tracker.flush, 60.0)
-
+# Step runs are written by the process's tracking writer (raymlp.tracking.writer()): a step's
+# MLflow run never delays the next step, and no two writes contend for the SQLite lock.
 
 def flush_tracking(timeout_s: float = 120.0) -> None:
     """Wait until every pipeline's MLflow records of this process are written."""
-    _tracker.flush(timeout_s)
+    from raymlp import tracking
+
+    tracking.writer().flush(timeout_s)
+
+
+def _submit(fn, *args, first: bool = False) -> None:
+    from raymlp import tracking
+
+    tracking.writer().submit(fn, *args, first=first)
 
 
 def _log_step(runner: Runner, name: str, record: dict) -> None:
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
     from raymlp import tracking
 
-    mlc = tracking.client()
     parent_id, experiment_id = runner.state["mlflow_run_id"], runner.experiment_id
     if not parent_id:
         return
-    tags = {MLFLOW_PARENT_RUN_ID: parent_id, MLFLOW_RUN_NAME: name,
-            "raymlp.kind": "pipeline-step", "raymlp.pipeline.step": name,
+    tags = {"raymlp.kind": "pipeline-step", "raymlp.pipeline.step": name,
             "raymlp.pipeline.cache_hit": str(record["status"] == CACHED).lower(),
             "raymlp.pipeline.attempt": str(record.get("attempts", 0)),
             "raymlp.pipeline.code_hash": record.get("code_hash", ""),
@@ -120,19 +78,13 @@ def _log_step(runner: Runner, name: str, record: dict) -> None:
         tags[f"raymlp.artifact.{art_name}.digest"] = art.get("digest", "")
     for inp, digest in (record.get("input_digests") or {}).items():
         tags[f"raymlp.input.{inp}.digest"] = digest
-    start = int(record.get("started_at", time.time()) * 1000)
-    run = mlc.create_run(experiment_id, start_time=start, run_name=name,
-                         tags={k: v for k, v in tags.items() if k != MLFLOW_RUN_NAME})
-    run_id = run.info.run_id
-    now = int(time.time() * 1000)
-    params = [Param(k, _short(v)) for k, v in (record.get("params") or {}).items()]
-    metrics = [Metric(k, float(v), now, 0) for k, v in (record.get("metrics") or {}).items()]
-    metrics.append(Metric("duration_s", float(record.get("duration_s") or 0.0), now, 0))
-    mlc.log_batch(run_id, metrics=metrics, params=params[:100],
-                  tags=[RunTag(MLFLOW_RUN_NAME, name)])
-    status = "FAILED" if record["status"] == FAILED else "FINISHED"
-    mlc.set_terminated(run_id, status=status,
-                       end_time=int(record.get("ended_at", time.time()) * 1000))
+    params = {k: _short(v) for k, v in (record.get("params") or {}).items()}
+    run = tracking.BufferedRun(name, experiment_id=experiment_id, parent_run_id=parent_id,
+                               params=params, tags=tags, start_time=record.get("started_at"))
+    run.log_metrics({**(record.get("metrics") or {}),
+                     "duration_s": float(record.get("duration_s") or 0.0)}, step=0)
+    run.end("FAILED" if record["status"] == FAILED else "FINISHED", record.get("ended_at"))
+    run.flush()
 
 
 def _short(value: Any) -> str:
@@ -631,7 +583,7 @@ class Runner:
                                                       for r in self.steps.values())})
         if status in (SUCCEEDED, CACHED, FAILED) and self.track:
             name = instance_name(rec["task"], tuple(rec["idx"]))
-            _tracker.submit(_log_step, self, name,
+            _submit(_log_step, self, name,
                             json.loads(json.dumps(rec, default=repr)))
 
     # -- tracking
@@ -663,7 +615,7 @@ class Runner:
             finally:
                 self.parent_ready.set()
 
-        _tracker.submit(start, first=True)
+        _submit(start, first=True)
 
     def _parent_run_id(self) -> str | None:
         self.parent_ready.wait(timeout=120)
@@ -689,7 +641,7 @@ class Runner:
             run.end("FINISHED" if status == SUCCEEDED else "FAILED")
             _store.save_run(self.state)  # with the parent run's id, opened in the background
 
-        _tracker.submit(end)
+        _submit(end)
 
 
 def reset_for_resume(state: dict) -> None:

@@ -40,6 +40,7 @@ from raymlp.tracking._store import (
     set_alias,
     start_run,
 )
+from raymlp.tracking._writer import BufferedRun, Writer, writer
 
 __all__ = [
     "FLAVORS",
@@ -47,8 +48,10 @@ __all__ = [
     "TAG_KIND",
     "TAG_MODEL_URI",
     "TAG_SOURCE_RUN",
+    "BufferedRun",
     "Flavor",
     "Run",
+    "Writer",
     "child_runs",
     "client",
     "data_hash",
@@ -68,4 +71,5 @@ __all__ = [
     "save_model",
     "set_alias",
     "start_run",
+    "writer",
 ]

@@ -4,9 +4,10 @@ The driver owns all bookkeeping, off the trials' path:
 
 - a Tune ``Callback`` (:class:`_Tracker`) sees every result: it folds each trial's value,
   decides when the experiment ends (a target reached, too many failures) and hands MLflow
-  writes and journal appends to one writer thread. Only that thread writes to MLflow, so
-  parallel trials never contend for a SQLite store ("database is locked"), and a trial never
-  waits for MLflow;
+  writes and journal appends to the process's tracking writer (``tracking.writer()``). Only
+  that thread writes to MLflow, so parallel trials never contend for a SQLite store ("database
+  is locked"), and a trial never waits for MLflow; each trial's run is a
+  ``tracking.BufferedRun``, so a short trial costs three store calls, not one per write;
 - the journal (:mod:`raymlp.tune._journal`) makes the experiment resumable after a crash.
 """
 
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +53,8 @@ def run(exp: Experiment, *, resume: bool | None = None,
         timeout_s: float | None = None) -> ExperimentResult:
     """:meth:`Experiment.run`."""
     from raymlp import tracking
+    from raymlp._pickling import check_shippable
     from raymlp._runtime import init
-    from raymlp.train._job import check_shippable
 
     _spec.number("timeout_s", timeout_s, minimum=0, strict=True, optional=True)
     if resume is not None:
@@ -175,7 +174,7 @@ def _fit(exp: Experiment, tracker: _Tracker, storage: str, history: list, pendin
          remaining: int, timeout_s: float | None) -> None:
     import ray.tune
 
-    from raymlp.train._job import _storage
+    from raymlp._util import ray_storage
 
     sampler, scheduler_kind = ALGORITHMS[exp.algorithm]
     settings = dict(exp.algorithm_settings)
@@ -204,7 +203,7 @@ def _fit(exp: Experiment, tracker: _Tracker, storage: str, history: list, pendin
     scheduler = _scheduler(exp, scheduler_kind, settings)
     tracker.max_t = _max_t(exp, scheduler_kind, settings)
     budget = [b for b in (exp.time_budget_s, timeout_s) if b is not None]
-    storage_path, filesystem = _storage(storage)
+    storage_path, filesystem = ray_storage(storage)
     tuner = ray.tune.Tuner(
         trainable,
         param_space=param_space,
@@ -327,30 +326,6 @@ def _tune_base():
     return Callback
 
 
-class _Writer:
-    """One thread that runs MLflow writes and journal appends in order, off Tune's loop."""
-
-    def __init__(self):
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="raymlp-tune-writer",
-                                        daemon=True)
-        self._thread.start()
-
-    def put(self, fn: Callable[[], Any]) -> None:
-        self._queue.put(fn)
-
-    def _loop(self) -> None:
-        while (fn := self._queue.get()) is not None:
-            try:
-                fn()
-            except Exception as exc:  # bookkeeping must not stop the experiment
-                logger.warning("raymlp: recording a trial failed: %s", exc)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-
 class _TrialState:
     def __init__(self, number: int, params: dict):
         self.number = number
@@ -359,7 +334,7 @@ class _TrialState:
         self.metrics: dict[str, float] = {}
         self.steps = 0
         self.error: str | None = None
-        self.run = None  # raymlp.tracking.Run, set by the writer
+        self.run = None  # raymlp.tracking.BufferedRun (written by the tracking writer)
         self.run_id: str | None = None  # a TrainJob trial's own run
         self.started = time.time()
         self.retries = 0
@@ -390,14 +365,13 @@ class _Tracker(_tune_base()):
             if h.get("status") != "failed" and h.get("value") is not None and \
                     self.objective.better(h["value"], self.best):
                 self.best = h["value"]
-        self.writer = _Writer()
-        self._closed = False
-        self._experiment_name: str | None = None
+        self._experiment_id: str | None = None
 
     def __getstate__(self) -> dict:
         # Ray Tune pickles its callbacks into its own experiment state (read by its restore,
-        # which raymlp does not use): the live writer and progress stay in this process.
-        return {k: v for k, v in self.__dict__.items() if k not in ("writer", "bar", "journal", "searcher")}
+        # which raymlp does not use): progress, journal, searcher and live trials stay here.
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("bar", "journal", "searcher", "trials")}
 
     # Ray Tune's hooks ----------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -414,9 +388,10 @@ class _Tracker(_tune_base()):
         self.number += 1
         self.trials[trial.trial_id] = state
         tid = trial.trial_id
-        self.writer.put(lambda: self.journal.append("start", trial_id=tid, params=params))
+        _write(self.journal.append, "start", trial_id=tid, params=params)
         if not self.exp.is_train_job:
-            self.writer.put(lambda: self._start_run(tid, state))
+            state.run = self._trial_run(tid, state)
+            state.run.flush_soon()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         state = self.trials.get(trial.trial_id)
@@ -433,8 +408,7 @@ class _Tracker(_tune_base()):
         if state.run_id is None and RUN_KEY in result:
             state.run_id = str(result[RUN_KEY])
             rid = state.run_id
-            self.writer.put(lambda: self.journal.append("run", trial_id=trial.trial_id,
-                                                        run_id=rid))
+            _write(self.journal.append, "run", trial_id=trial.trial_id, run_id=rid)
         metrics = {k: float(v) for k, v in result.items() if self._is_metric(k, v)}
         value = metrics.get(self.objective.metric)
         if value is not None:
@@ -445,9 +419,10 @@ class _Tracker(_tune_base()):
                                     f"{self.objective.target:g} reached by trial {state.number}")
                 self._note(self.stop_reason)
         state.metrics.update(metrics)
-        if not self.exp.is_train_job:  # a TrainJob's relay logs its own metrics
-            step = state.steps
-            self.writer.put(lambda: state.run and state.run.log_metrics(metrics, step=step))
+        if state.run is not None:  # a TrainJob's relay logs its own metrics
+            state.run.log_metrics(metrics, step=state.steps)
+            state.run.flush_soon()  # live in MLflow within a second; a short trial's
+            # steps and end share one batch
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         state = self.trials.pop(trial.trial_id, None)
@@ -471,28 +446,21 @@ class _Tracker(_tune_base()):
         return (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and not key.startswith("raymlp_") and key not in _TUNE_KEYS)
 
-    def _start_run(self, tid: str, state: _TrialState) -> None:
+    def _trial_run(self, tid: str, state: _TrialState):
+        """The trial's nested MLflow run, buffered: its writes coalesce in the writer."""
         from raymlp import tracking
 
+        if self._experiment_id is None:
+            self._experiment_id = tracking.get_run(self.parent_run_id).info.experiment_id
         tags = {tracking.TAG_KIND: "tune-trial", "raymlp.tune.trial_id": tid,
                 "raymlp.tune.experiment": self.exp.name}
         if self.exp.data_hash:
             tags[tracking.TAG_DATA_HASH] = self.exp.data_hash
-        state.run = tracking.start_run(
-            f"{self.exp.name}-{state.number}", experiment=self._mlflow_experiment(),
-            params={**state.params, **self.exp.constants}, tags=tags,
-            parent_run_id=self.parent_run_id)
-        self.journal.append("run", trial_id=tid, run_id=state.run.run_id)
-
-    def _mlflow_experiment(self) -> str:
-        """The parent run's MLflow experiment (looked up once)."""
-        from raymlp import tracking
-
-        if self._experiment_name is None:
-            parent = tracking.get_run(self.parent_run_id)
-            self._experiment_name = tracking.client().get_experiment(
-                parent.info.experiment_id).name
-        return self._experiment_name
+        return tracking.BufferedRun(
+            f"{self.exp.name}-{state.number}", experiment_id=self._experiment_id,
+            parent_run_id=self.parent_run_id, params={**state.params, **self.exp.constants},
+            tags=tags, on_create=lambda run_id: self.journal.append("run", trial_id=tid,
+                                                                    run_id=run_id))
 
     def _end(self, trial, state: _TrialState, status: str) -> None:
         self.done += 1
@@ -514,7 +482,7 @@ class _Tracker(_tune_base()):
         if self.bar is not None:
             self.bar.update(1, best=self.best, running=len(self.trials),
                             failed=len(self.failures))
-        self.writer.put(lambda: self._record_end(state, record))
+        _write(self._record_end, state, record)
 
     def _record_end(self, state: _TrialState, record: dict) -> None:
         """In the writer thread: finish the trial's MLflow run, then journal the trial."""
@@ -522,16 +490,19 @@ class _Tracker(_tune_base()):
 
         try:
             if state.run is not None:
-                record["run_id"] = state.run.run_id
-                record["model_uri"] = self._log_model(state.run, record["trial_id"])
+                run = state.run
                 tags = {"raymlp.tune.status": record["status"],
                         "raymlp.tune.steps": record["steps"]}
                 if record["error"]:
                     tags["raymlp.tune.error"] = record["error"]
-                state.run.set_tags(tags)
-                state.run.log_metrics({"raymlp.duration_s": record["duration_s"]})
-                state.run.end("FAILED" if record["status"] == "failed" else
-                              "KILLED" if record["status"] == "stopped" else "FINISHED")
+                run.set_tags(tags)
+                run.log_metrics({"raymlp.duration_s": record["duration_s"]})
+                record["run_id"] = run.flush()
+                record["model_uri"] = self._log_model(tracking.Run(run.run_id),
+                                                      record["trial_id"])
+                run.end("FAILED" if record["status"] == "failed" else
+                        "KILLED" if record["status"] == "stopped" else "FINISHED")
+                run.flush()
             elif state.run_id is not None:  # a TrainJob trial: its job ended the run
                 record["run_id"] = state.run_id
                 run = tracking.get_run(state.run_id)
@@ -571,9 +542,17 @@ class _Tracker(_tune_base()):
             self.bar.note(text)
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.writer.close()
+        """Wait until every record of the experiment is written."""
+        from raymlp import tracking
+
+        tracking.writer().flush()
+
+
+def _write(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Hand a write to the process's tracking writer (MLflow and the journal, in order)."""
+    from raymlp import tracking
+
+    tracking.writer().submit(lambda: fn(*args, **kwargs))
 
 
 # Keys Ray Tune adds to every result (not the trial's metrics).
