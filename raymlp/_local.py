@@ -109,7 +109,7 @@ def start(*, num_cpus: int | None = None, num_gpus: int | None = None,
                 temp_dir=temp_dir)
     deadline = time.monotonic() + timeout_s
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=full_env)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=full_env, check=False)
         if out.returncode == 0:
             _wait_for_jobs_api(head, max(deadline - time.monotonic(), 1.0))
     except (subprocess.TimeoutExpired, TimeoutError) as exc:  # leave no half-started head
@@ -171,6 +171,17 @@ def _tree(procs: list) -> list:
     return list(found.values())
 
 
+def signal_all(procs, sig: int) -> None:
+    """Send ``sig`` to each process that is still there."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def stop(head: Head | None = None) -> Head | None:
     """Stop ``head`` (default: the recorded one): exactly its processes; returns what it stopped."""
     import shutil
@@ -195,17 +206,9 @@ def stop(head: Head | None = None) -> Head | None:
         procs = _tree(_processes(head.temp_dir))
         if not procs or time.monotonic() > deadline:
             break
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
+        signal_all(procs, signal.SIGTERM)
         _, alive = psutil.wait_procs(procs, timeout=10)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        signal_all(alive, signal.SIGKILL)
         psutil.wait_procs(alive, timeout=5)
     shutil.rmtree(head.temp_dir, ignore_errors=True)
     if path.is_file():

@@ -225,3 +225,16 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def ray_storage(root: str):
+    """(storage_path, filesystem) for Ray Train and Tune: local paths as they are, URLs via fsspec."""
+    if "://" not in root or root.startswith("file://"):
+        path = Path(root.removeprefix("file://")).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path), None
+    import fsspec
+    import pyarrow.fs
+
+    fs, path = fsspec.core.url_to_fs(root)
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))

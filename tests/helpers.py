@@ -10,7 +10,7 @@ import pytest
 
 from raymlp._util import free_ports
 
-__all__ = ["ENGINE_NOISE", "free_port", "free_ports", "infer_body", "wait_for"]
+__all__ = ["ENGINE_NOISE", "free_port", "free_ports", "infer_body", "kill_nodes", "wait_for"]
 
 # Strings that only the engines' log lines and warnings contain (issue 8, acceptance 7): the
 # console tests check that none reaches a user's terminal or notebook.
@@ -52,3 +52,23 @@ def drop_services(*names: str) -> None:
     for name in names or serve.list_services():
         if name in serve.list_services():
             ray_serve.delete(name, _blocking=False)
+
+
+def kill_nodes(*nodes) -> None:
+    """Kill Ray nodes' processes at once: those whose command line names a node's temp dir, and
+    their children (Ray's workers, whose titles no longer name it); then remove the temp dirs.
+    Never ``ray stop``, which would end every Ray on the machine. The graceful stop
+    (``raymlp._local.stop``, tested through ``raymlp down``) waits ~12 s for each node in
+    turn; a test's throwaway head needs none."""
+    import shutil
+    import signal
+
+    import psutil
+
+    from raymlp import _local
+
+    procs = _local._tree([p for node in nodes for p in _local._processes(node.temp_dir)])
+    _local.signal_all(procs, signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=10)
+    for node in nodes:
+        shutil.rmtree(node.temp_dir, ignore_errors=True)

@@ -6,6 +6,7 @@ are croniter's."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ __all__ = ["SCHEDULER_NAME", "SCHEDULER_NAMESPACE", "Schedule", "ScheduleHandle"
 SCHEDULER_NAME = "raymlp-pipeline-scheduler"
 SCHEDULER_NAMESPACE = "raymlp"
 _TICK_S = 0.2
+
+logger = logging.getLogger(__name__)
 
 
 def next_fire_times(cron: str, n: int, *, after: float | None = None) -> list[float]:
@@ -213,11 +216,24 @@ class _Scheduler:
             entry["restarts"] = entry.get("restarts", 0) + 1
         self._save()
         self.last_error: str | None = None
+        self._warm_up()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="raymlp-scheduler")
         self.thread.start()
 
     def ping(self) -> bool:
         return True
+
+    @staticmethod
+    def _warm_up() -> None:
+        """Import what a run needs and open the tracking store before the first fire time,
+        so a schedule's first run starts on time (a cold start here costs seconds)."""
+        from raymlp import tracking
+        from raymlp.pipelines import _runner  # noqa: F401
+
+        try:
+            tracking.experiment_id()
+        except Exception as exc:  # noqa: BLE001 - a run reports the store's problem itself
+            logger.warning("raymlp: the scheduler cannot open the tracking store yet: %s", exc)
 
     def _save(self) -> None:
         _store.atomic_write(self.path, self.schedules)
@@ -280,9 +296,6 @@ class _Scheduler:
             self._save()
 
     def _loop(self) -> None:
-        # Import what a run needs once, before the first fire time.
-        from raymlp.pipelines import _runner  # noqa: F401
-
         while True:
             try:
                 self._tick()

@@ -4,7 +4,7 @@ model's signature. Every problem with a request becomes a :class:`RequestError` 
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -95,7 +95,7 @@ class ModelMetadata(_Body):
 
 class V1Request(_Body):
     instances: list[Any] | None = None
-    inputs: Union[list[Any], dict[str, Any]] | None = None
+    inputs: list[Any] | dict[str, Any] | None = None
 
 
 def parse(model: type[BaseModel], body: bytes) -> Any:

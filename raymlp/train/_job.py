@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raymlp import _config, _ray_compat, _spec
+from raymlp import _config, _pickling, _ray_compat, _spec
 from raymlp._imports import require
-from raymlp._util import download_dir
-from raymlp.errors import JobError, ResourceError, SpecError, TimeoutError
+from raymlp._util import download_dir, ray_storage
+from raymlp.errors import JobError, ResourceError, TimeoutError
 from raymlp.train._backend import GenericBackendConfig
 from raymlp.train._context import MODEL_DIR, PAYLOAD_KEY, _Payload, worker_main
 from raymlp.train._relay import Forwarder, Relay
@@ -104,9 +104,9 @@ def prepare(job: TrainJob, *, parent_run_id: str | None = None,
 
     _spec.number("timeout_s", timeout_s, minimum=0, strict=True, optional=True)
     _spec.string("parent_run_id", parent_run_id, optional=True)
-    check_shippable("TrainJob.loop", job.loop)
+    _pickling.check_shippable("TrainJob.loop", job.loop)
     if job.framework == "generic":
-        check_shippable("TrainJob.backend", job.backend)
+        _pickling.check_shippable("TrainJob.backend", job.backend)
     else:
         # Only the workers import the framework: the driver checks that it is there.
         require(job.framework, purpose=f"framework={job.framework!r}", load=False)
@@ -276,29 +276,6 @@ def _summary(result: TrainResult) -> dict[str, Any]:
 
 # -- runtime checks ----------------------------------------------------------------------------
 
-def check_shippable(field: str, obj: Any) -> None:
-    """``obj`` must pickle, since Ray sends it to every worker (user modules go by value).
-
-    Raises:
-        SpecError: naming ``field``, the cause and the fix.
-    """
-    from ray import cloudpickle
-
-    from raymlp._pickling import ship_by_value
-
-    ship_by_value(obj)
-    try:
-        cloudpickle.dumps(obj)
-    except Exception as exc:  # the pickler raises many kinds of errors
-        name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
-        raise SpecError(
-            f"{field} {name} cannot be pickled to send it to the workers: {exc}. "
-            "Capture only picklable objects (no open files, sockets, generators or live clients); "
-            "create those inside the loop.",
-            field=field, value=name, allowed="a picklable object",
-        ) from exc
-
-
 def check_resources(job: TrainJob) -> None:
     """Fail fast when the cluster can never hold the workers (Ray would wait forever).
 
@@ -330,19 +307,6 @@ def check_resources(job: TrainJob) -> None:
 
 # -- Ray Train ---------------------------------------------------------------------------------
 
-def _storage(root: str):
-    """(storage_path, filesystem) for Ray Train: local paths as they are, URLs via fsspec."""
-    if "://" not in root or root.startswith("file://"):
-        path = Path(root.removeprefix("file://")).resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return str(path), None
-    import fsspec
-    import pyarrow.fs
-
-    fs, path = fsspec.core.url_to_fs(root)
-    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
-
-
 def _trainer(prepared: Prepared, forwarder: Forwarder):
     import ray.train
 
@@ -353,7 +317,7 @@ def _trainer(prepared: Prepared, forwarder: Forwarder):
                        every=job.checkpointing.every, model_dir=prepared.model_dir,
                        flavor=job.resolved_flavor,
                        backend=job.backend if job.framework == "generic" else None)
-    storage_path, filesystem = _storage(prepared.storage_root)
+    storage_path, filesystem = ray_storage(prepared.storage_root)
     ck = job.checkpointing
     run_config = ray.train.RunConfig(
         name=prepared.job_id, storage_path=storage_path, storage_filesystem=filesystem,

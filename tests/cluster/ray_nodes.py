@@ -17,7 +17,7 @@ from pathlib import Path
 
 from raymlp import _local
 from raymlp._util import free_ports
-from tests.helpers import wait_for
+from tests.helpers import kill_nodes, wait_for
 
 Node = _local.Head  # address, dashboard_url, temp_dir: what _local.stop needs
 
@@ -119,25 +119,5 @@ def _healthy(url: str) -> bool:
 
 
 def stop(*nodes: Node) -> None:
-    """Kill the nodes' processes at once: those whose command line names a node's temp dir,
-    and their children (Ray's workers, whose titles no longer name it). A graceful stop
-    (``raymlp._local.stop``) waits for each node in turn; nothing here needs one."""
-    import shutil
-
-    import psutil
-
-    procs = []
-    for node in nodes:
-        for proc in _local._processes(node.temp_dir):
-            try:
-                procs += [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
-    for node in nodes:
-        shutil.rmtree(node.temp_dir, ignore_errors=True)
+    """Kill the nodes' processes at once (:func:`tests.helpers.kill_nodes`)."""
+    kill_nodes(*nodes)

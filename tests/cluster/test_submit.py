@@ -1,8 +1,8 @@
 """``raymlp submit`` and ``raymlp jobs`` end to end against a real local Ray head.
 
-One head per module, started by ``raymlp._local.start`` (free ports, its own temp dir, one CPU,
-no GPU) and stopped by ``raymlp._local.stop``, which ends only that head's processes (never
-``ray stop``, which would stop every Ray instance on the machine). ``--address`` is the Ray
+The session's separate head (the ``ray_head`` fixture: ``raymlp._local.start``, free ports, its
+own temp dir, no GPU; shared with the schedule tests), ended by killing only that head's
+processes (never ``ray stop``, which would stop every Ray instance on the machine). ``--address`` is the Ray
 cluster (its GCS address); its job API is given with ``--dashboard``, or found as the managed
 local head's, or given as an http:// URL to ``--address`` (which keeps working).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from raymlp import _config, _local
+from raymlp import _config
 from raymlp.cluster import dashboard_url
 from tests.helpers import free_port, wait_for
 
@@ -26,12 +26,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def head():
-    head = _local.start(record=False, num_cpus=1, num_gpus=0)
-    try:
-        yield head
-    finally:
-        _local.stop(head)
+def head(ray_head):
+    return ray_head[0]
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def _clean_env(home) -> dict[str, str]:
 
 def _raymlp(args, env, cwd, timeout=300):
     return subprocess.run([sys.executable, "-m", "raymlp.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _head_processes(temp_dir: str) -> list[int]:
@@ -96,10 +96,10 @@ def test_deploy_with_nothing_configured_starts_a_local_head_that_up_finds_and_do
     up = _raymlp(["up"], env, cwd, timeout=120)
     assert up.returncode == 0 and up.stdout.strip() == head["address"], up.stderr
     assert "already up" in up.stderr
-    code = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
-            "print(ray.cluster_resources()['CPU'] > 0)" % head["address"])
+    code = (f"import ray; ray.init(address={head['address']!r}, logging_level='ERROR'); "
+            "print(ray.cluster_resources()['CPU'] > 0)")
     joined = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, env={**env, "RAY_AUTH_MODE": "disabled"})
+                            timeout=120, env={**env, "RAY_AUTH_MODE": "disabled"}, check=False)
     assert joined.stdout.strip().splitlines()[-1:] == ["True"], joined.stderr[-2000:]
     down = _raymlp(["down"], env, cwd, timeout=120)
     assert down.returncode == 0 and head["address"] in down.stdout, down.stderr

@@ -54,7 +54,7 @@ def test_explanations_are_additive_and_match_the_linear_model(service):
 
 
 def test_explain_rejects_bad_input_and_unknown_explainers(service):
-    st, x, _ = service
+    st, _x, _ = service
     bad = requests.post(f"{st.url}/v1/models/{NAME}:explain", json={"instances": [[1.0, 2.0]]},
                         timeout=60)
     assert 400 <= bad.status_code < 500 and "error" in bad.json()

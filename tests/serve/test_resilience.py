@@ -108,15 +108,13 @@ def _replicas(name):
 # --- acceptance 1: a raymlp.train model served by alias ------------------------------------
 
 def test_trained_model_deployed_by_alias_answers_what_it_predicts_locally(
-        sklearn_model, examples_path):
+        sklearn_model, digits_job, examples_path):
     import torch
     import train_digits
 
-    from raymlp import serve, tracking, train
+    from raymlp import serve, tracking
 
-    result = train.TrainJob(loop=train_digits.digits_loop, scaling=train.Scaling(workers=2),
-                            config={"lr": 3e-3, "hidden": 32, "batch_size": 64,
-                                    "epochs": 2}).run()
+    _, result = digits_job  # the session's raymlp.train digits job (2 workers)
     version = result.register(DIGITS, alias="champion")
     svc = serve.InferenceService(name=DIGITS, model=f"models:/{DIGITS}@champion",
                                  resources=serve.Resources(cpus=0.25)).deploy()

@@ -79,7 +79,7 @@ def test_logged_model_is_linked_to_its_run_and_loads_by_every_uri(raymlp_home, s
 
 
 def test_metrics_logged_with_a_model_id_are_linked_to_it(raymlp_home, sk_model):
-    model, x, _ = sk_model
+    model, _x, _ = sk_model
     with tracking.start_run("linked") as run:
         uri = run.log_model(model, flavor="sklearn")
         model_id = uri.removeprefix("models:/")

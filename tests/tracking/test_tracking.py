@@ -41,9 +41,8 @@ def test_runs_params_metrics_nested_runs_and_artifacts(raymlp_home, tmp_path):
 
 
 def test_failed_block_marks_run_failed(raymlp_home):
-    with pytest.raises(RuntimeError):
-        with tracking.start_run("boom") as run:
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), tracking.start_run("boom") as run:
+        raise RuntimeError("boom")
     assert tracking.get_run(run.run_id).info.status == "FAILED"
 
 

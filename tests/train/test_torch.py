@@ -16,18 +16,11 @@ from raymlp import tracking, train
 pytestmark = [pytest.mark.slow]
 
 
-def test_ddp_digits_reaches_accuracy_and_is_fully_tracked(ray_session, examples_path):
+def test_ddp_digits_reaches_accuracy_and_is_fully_tracked(digits_job, examples_path):
     import torch
     import train_digits
 
-    job = train.TrainJob(
-        loop=train_digits.digits_loop, framework="torch", name="digits-test",
-        scaling=train.Scaling(workers=2),
-        config={"lr": 3e-3, "hidden": 64, "batch_size": 32, "epochs": 12},
-        checkpointing=train.Checkpointing(every=1, keep=2, score="val_accuracy", mode="max"),
-        data_hash=tracking.data_hash(*train_digits.load_digits_split()), data_name="digits",
-    )
-    result = job.run()
+    job, result = digits_job  # 2 workers, 12 epochs, checkpoints kept by val_accuracy
 
     # 1. accuracy and per-epoch history
     assert result.metrics["val_accuracy"] >= 0.90
