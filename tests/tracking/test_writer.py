@@ -93,6 +93,24 @@ def test_writes_run_in_order_and_a_failing_write_is_kept_not_raised(raymlp_home)
     assert writer.errors == ["ZeroDivisionError: division by zero"]
 
 
+def test_the_writer_lets_go_of_a_finished_writes_arguments():
+    """A write's arguments are freed when it is done, not whenever the next write comes (a
+    Ray handle freed late, in the writer's thread after ray.shutdown(), ends the process)."""
+    import gc
+    import weakref
+
+    class Held:
+        pass
+
+    held = Held()
+    ref = weakref.ref(held)
+    tracking.writer().submit(lambda _h: None, held)
+    del held
+    assert tracking.writer().flush(10)
+    gc.collect()
+    assert ref() is None
+
+
 def test_a_failed_flush_keeps_its_writes_for_the_next(raymlp_home, monkeypatch):
     """The store's failure is injected (log_batch raises once); everything else is real."""
     from mlflow import MlflowClient
@@ -111,3 +129,23 @@ def test_a_failed_flush_keeps_its_writes_for_the_next(raymlp_home, monkeypatch):
     got = tracking.get_run(run.run_id)
     assert got.info.status == "FINISHED" and got.data.params == {"lr": "0.1", "opt.m": "2"}
     assert tracking.metric_history(run.run_id, "loss") == [(1, 0.5)]
+
+
+def test_the_sqlite_store_runs_in_wal_mode_with_normal_sync(raymlp_home):
+    """Cheap commits (no rollback journal to sync twice per write), on every connection MLflow
+    opens to the store, and only there."""
+    import sqlite3
+
+    mlc = tracking.client()
+    tracking.experiment_id()
+    engine = mlc._tracking_client.store.engine  # MLflow's own connections to the store
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    other = raymlp_home / "other.db"
+    from sqlalchemy import create_engine
+
+    with create_engine(f"sqlite:///{other}").connect() as conn:  # not raymlp's store
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, untouched
+    with sqlite3.connect(other) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
