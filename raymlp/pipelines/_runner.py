@@ -583,8 +583,7 @@ class Runner:
                                                       for r in self.steps.values())})
         if status in (SUCCEEDED, CACHED, FAILED) and self.track:
             name = instance_name(rec["task"], tuple(rec["idx"]))
-            _submit(_log_step, self, name,
-                            json.loads(json.dumps(rec, default=repr)))
+            _submit(_log_step, self, name, json.loads(json.dumps(rec, default=repr)))
 
     # -- tracking
     def _start_tracking(self) -> None:
