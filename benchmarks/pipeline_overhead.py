@@ -4,9 +4,12 @@ directly, and a cache hit per step.
 
     python benchmarks/pipeline_overhead.py [--chain 20] [--fanout 100]
 
-The last line is ``RESULT {"per_step_overhead_ms": ..., "cache_hit_ms": ..., "fanout_100_s": ...}``:
+The last line is ``RESULT {"per_step_overhead_ms": ..., "cache_hit_ms": ..., "fanout_100_s": ...,
+"fanout_direct_s": ..., "chain_ratio": ..., "fanout_ratio": ...}``:
 per_step_overhead_ms = (chain wall through the pipeline - chain wall called directly) / steps;
-cache_hit_ms = wall of the identical second run / steps; fanout_100_s = wall of the fan-out.
+cache_hit_ms = wall of the identical second run / steps; fanout_100_s = wall of the fan-out
+through the pipeline, fanout_direct_s = the same tasks and fan-in called directly; the ratios
+are pipeline wall / direct wall.
 """
 
 from __future__ import annotations
@@ -80,6 +83,13 @@ def main() -> None:
     hit_s = time.perf_counter() - t0
     assert all(s.cache_hit for s in hit.steps.values())
 
+    direct_total = ray.remote(num_cpus=0.25)(total.func)
+    t0 = time.perf_counter()
+    summed = ray.get(direct_total.remote(ray.get([direct.remote(i)
+                                                  for i in range(args.fanout)])))
+    fan_direct_s = time.perf_counter() - t0
+    assert summed == sum(i + 1 for i in range(args.fanout))
+
     t0 = time.perf_counter()
     fan = bench_fanout.run({"start": seed}, cache=False, progress=False)
     fan_s = time.perf_counter() - t0
@@ -92,11 +102,14 @@ def main() -> None:
     print(f"chain of {args.chain}: direct Ray tasks {direct_s:.3f} s, pipeline {chain_s:.3f} s "
           f"({chain_s / args.chain * 1000:.1f} ms/step)")
     print(f"identical rerun (all cache hits): {hit_s:.3f} s")
-    print(f"fan-out of {args.fanout} + fan-in: {fan_s:.3f} s; MLflow writes left after the runs: "
-          f"{flush_s:.3f} s (background thread)")
+    print(f"fan-out of {args.fanout} + fan-in: direct Ray tasks {fan_direct_s:.3f} s, pipeline "
+          f"{fan_s:.3f} s; MLflow writes left after the runs: {flush_s:.3f} s (background thread)")
     print("RESULT " + json.dumps({"per_step_overhead_ms": round(per_step, 2),
                                   "cache_hit_ms": round(hit_s / args.chain * 1000, 2),
-                                  "fanout_100_s": round(fan_s, 3)}))
+                                  "fanout_100_s": round(fan_s, 3),
+                                  "fanout_direct_s": round(fan_direct_s, 3),
+                                  "chain_ratio": round(chain_s / direct_s, 2),
+                                  "fanout_ratio": round(fan_s / fan_direct_s, 2)}))
 
 
 if __name__ == "__main__":
