@@ -368,9 +368,8 @@ class _WidgetView:
         self.text.value = self._fields_html(state)
 
     def update(self, n: int) -> None:
-        if self.widget is not None:
-            if self.p.total:
-                self.bar.value = min(self.p.n, self.p.total)
+        if self.widget is not None and self.p.total:
+            self.bar.value = min(self.p.n, self.p.total)
         self._refresh()
 
     def note(self, text: str) -> None:

@@ -193,11 +193,10 @@ def decode(inp: RequestInput, spec: TensorMetadata | None,
                            f"model's {spec.datatype}")
     if any(d < 0 for d in inp.shape):
         raise RequestError(f"input {inp.name!r}: shape {inp.shape} has a negative dimension")
-    if spec is not None:
-        if len(inp.shape) != len(spec.shape) or any(
-                want != -1 and want != got for want, got in zip(spec.shape, inp.shape)):
-            raise RequestError(f"input {inp.name!r}: shape {inp.shape} does not match the "
-                               f"model's {spec.shape} (-1: any size)")
+    if spec is not None and (len(inp.shape) != len(spec.shape) or any(
+            want != -1 and want != got for want, got in zip(spec.shape, inp.shape))):
+        raise RequestError(f"input {inp.name!r}: shape {inp.shape} does not match the "
+                           f"model's {spec.shape} (-1: any size)")
     if binary is not None:
         arr = _from_binary(inp, binary)
     elif inp.data is None:

@@ -332,8 +332,8 @@ def _trainer(prepared: Prepared, forwarder: Forwarder):
     scaling = ray.train.ScalingConfig(
         num_workers=s.workers, use_gpu=bool(s.gpus), resources_per_worker=s.per_worker(),
         placement_strategy=s.placement_strategy)
-    common = dict(train_loop_config={PAYLOAD_KEY: payload}, scaling_config=scaling,
-                  run_config=run_config, datasets=dict(job.datasets) or None)
+    common = {"train_loop_config": {PAYLOAD_KEY: payload}, "scaling_config": scaling,
+              "run_config": run_config, "datasets": dict(job.datasets) or None}
     if job.framework == "torch":
         from raymlp.train._torch import TorchBackendConfig
 
