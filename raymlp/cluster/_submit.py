@@ -133,15 +133,34 @@ def connect(address: str, *, timeout_s: float = _CONNECT_TIMEOUT_S, token: str |
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     _check_head(url, headers, timeout_s=timeout_s, token_given=bool(token))
     from ray.exceptions import AuthenticationError
-    from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(url, headers=headers or None)
+        return _client(url, headers)
     except AuthenticationError as exc:  # the checks above make this rare: say it in one line
         raise JobConnectionError(f"the Ray head at {url} refused the token: {_first_line(exc)}; "
                                  f"{_TOKEN_FIX}") from None
     except (ConnectionError, RuntimeError) as exc:
         raise JobConnectionError(f"{url} did not answer as a Ray job API: {exc}") from exc
+
+
+def _client(url: str, headers: Mapping[str, str]):
+    """Ray's job SDK at ``url``, even in a process that runs Ray itself.
+
+    The SDK replaces the address it is given with ``RAY_API_SERVER_ADDRESS`` or ``RAY_ADDRESS``
+    from the environment, and ``raymlp.init()`` sets ``RAY_ADDRESS`` (Ray Train needs it): a
+    notebook that trained locally would submit to its own cluster. They are hidden while the
+    client is made (it keeps its address).
+    """
+    import os
+
+    from ray.job_submission import JobSubmissionClient
+
+    hidden = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+              if k in os.environ}
+    try:
+        return JobSubmissionClient(url, headers=dict(headers) or None)
+    finally:
+        os.environ.update(hidden)
 
 
 _TOKEN_FIX = ("pass --token TOKEN or set RAYMLP_RAY_TOKEN (or RAY_AUTH_TOKEN); `ray get-auth-token` "

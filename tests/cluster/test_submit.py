@@ -2,15 +2,17 @@
 
 The session's separate head (the ``ray_head`` fixture: ``raymlp._local.start``, free ports, its
 own temp dir, no GPU; shared with the schedule tests), ended by killing only that head's
-processes (never ``ray stop``, which would stop every Ray instance on the machine). ``--address`` is the Ray
-cluster (its GCS address); its job API is given with ``--dashboard``, or found as the managed
-local head's, or given as an http:// URL to ``--address`` (which keeps working).
+processes (never ``ray stop``, which would stop every Ray instance on the machine).
+``--address`` is the Ray cluster (its GCS address); its job API is given with ``--dashboard``,
+or found as the managed local head's, or given as an http:// URL to ``--address`` (which keeps
+working).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -124,6 +126,17 @@ def test_jobs_stop_stops_a_running_job(recorded, cli):
 
 
 @pytest.mark.timeout(30)
+def test_a_process_that_runs_ray_itself_submits_to_the_head_it_names(head, monkeypatch):
+    """raymlp.init() sets RAY_ADDRESS (for Ray Train), and Ray's job SDK prefers RAY_ADDRESS to
+    the address it is given: the client must still talk to the head named."""
+    from raymlp.cluster import connect
+
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    client = connect(head.dashboard_url)
+    assert isinstance(client.list_jobs(), list)
+    assert os.environ["RAY_ADDRESS"].startswith("127.0.0.1:")  # left as it was
+
+
 def test_unreachable_address_fails_within_seconds(cli):
     port = free_port()  # nothing listens there
     start = time.monotonic()
