@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raymlp import _config
+from raymlp import _config, tracking
 from raymlp.pipelines import _store
 from raymlp.pipelines._component import (
     StepContext,
@@ -47,20 +47,10 @@ def _canonical(data: Any) -> str:
 
 def flush_tracking(timeout_s: float = 120.0) -> None:
     """Wait until every pipeline's MLflow records of this process are written."""
-    from raymlp import tracking
-
     tracking.writer().flush(timeout_s)
 
 
-def _submit(fn, *args, first: bool = False) -> None:
-    from raymlp import tracking
-
-    tracking.writer().submit(fn, *args, first=first)
-
-
 def _log_step(runner: Runner, name: str, record: dict) -> None:
-    from raymlp import tracking
-
     parent_id, experiment_id = runner.state["mlflow_run_id"], runner.experiment_id
     if not parent_id:
         return
@@ -108,7 +98,6 @@ def _remote_execute():
 
 class Runner:
     """Runs one pipeline run to its end (a new run, or a resumed one)."""
-
     def __init__(self, pipe: Pipeline, params: Mapping[str, Any], *, mode: str, cache: bool,
                  track: bool, state: dict | None = None, progress: bool = True):
         self.pipe = pipe
@@ -583,7 +572,8 @@ class Runner:
                                                       for r in self.steps.values())})
         if status in (SUCCEEDED, CACHED, FAILED) and self.track:
             name = instance_name(rec["task"], tuple(rec["idx"]))
-            _submit(_log_step, self, name, json.loads(json.dumps(rec, default=repr)))
+            record = json.loads(json.dumps(rec, default=repr))
+            tracking.writer().submit(_log_step, self, name, record)
 
     # -- tracking
     def _start_tracking(self) -> None:
@@ -598,8 +588,6 @@ class Runner:
             self.state["resumes"] = self.state.get("resumes", 0) + 1
 
         def start() -> None:
-            from raymlp import tracking
-
             try:
                 self.experiment_id = tracking.experiment_id()
                 if resumed:
@@ -614,7 +602,7 @@ class Runner:
             finally:
                 self.parent_ready.set()
 
-        _submit(start, first=True)
+        tracking.writer().submit(start, first=True)
 
     def _parent_run_id(self) -> str | None:
         self.parent_ready.wait(timeout=120)
@@ -623,7 +611,6 @@ class Runner:
     def _end_tracking(self) -> None:
         if not self.track:
             return
-        from raymlp import tracking
 
         status = self.state["status"]
         summary = {"raymlp.pipeline.status": status,
@@ -640,7 +627,7 @@ class Runner:
             run.end("FINISHED" if status == SUCCEEDED else "FAILED")
             _store.save_run(self.state)  # with the parent run's id, opened in the background
 
-        _submit(end)
+        tracking.writer().submit(end)
 
 
 def reset_for_resume(state: dict) -> None:

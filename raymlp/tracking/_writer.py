@@ -38,25 +38,27 @@ class Writer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, fn: Callable[..., Any], *args: Any, first: bool = False) -> None:
+    def submit(self, fn: Callable[..., Any], *args: Any, first: bool = False,
+               **kwargs: Any) -> None:
+        """Have the writer call ``fn(*args, **kwargs)`` (``first``: before the queued writes)."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
                 self._thread.start()
-        self._queue.put((0 if first else 1, next(self._seq), fn, args))
+        self._queue.put((0 if first else 1, next(self._seq), fn, args, kwargs))
 
     def _work(self) -> None:
         while True:
-            _, _, fn, args = self._queue.get()
+            _, _, fn, args, kwargs = self._queue.get()
             try:
-                fn(*args)
+                fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - tracking never fails the caller; kept
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 logger.warning("raymlp: a tracking write failed: %s: %s", type(exc).__name__, exc)
             finally:
                 # Hold nothing of a finished write while waiting for the next one: what it
                 # referenced (a Ray handle, say) must not be freed later in this thread.
-                fn = args = None
+                fn = args = kwargs = None
                 self._queue.task_done()
 
     def flush(self, timeout_s: float = 120.0) -> bool:

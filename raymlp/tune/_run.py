@@ -16,10 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
-from raymlp import _config, _console, _spec
+from raymlp import _config, _console, _spec, tracking
 from raymlp.errors import ExperimentError, ResourceError, TrackingError
 from raymlp.tune import _journal
 from raymlp.tune._context import ERROR_KEY, RUN_KEY, STEP_KEY, TrialPayload, model_dir, trial_main
@@ -52,7 +51,6 @@ STATUSES = ("completed", "stopped", "failed")
 def run(exp: Experiment, *, resume: bool | None = None,
         timeout_s: float | None = None) -> ExperimentResult:
     """:meth:`Experiment.run`."""
-    from raymlp import tracking
     from raymlp._pickling import check_shippable
     from raymlp._runtime import init
 
@@ -132,8 +130,6 @@ def check_parallel(exp: Experiment) -> None:
 
 
 def _parent_run(exp: Experiment, record: dict | None, storage: str):
-    from raymlp import tracking
-
     if record and record.get("parent_run_id"):
         try:
             tracking.get_run(record["parent_run_id"])
@@ -210,14 +206,16 @@ def _fit(exp: Experiment, tracker: _Tracker, storage: str, history: list, pendin
         tune_config=ray.tune.TuneConfig(
             metric=o.metric, mode=o.goal, search_alg=search_alg,
             scheduler=scheduler, num_samples=remaining,
-            max_concurrent_trials=exp.parallel_trials, time_budget_s=min(budget) if budget else None,
+            max_concurrent_trials=exp.parallel_trials,
+            time_budget_s=min(budget) if budget else None,
             # A reused actor skips a process start per trial; a TrainJob trial's actor owns
             # its Ray Train controller and goes with it.
             reuse_actors=not exp.is_train_job),
         run_config=ray.tune.RunConfig(
             name=f"run-{int(time.time())}", storage_path=storage_path,
             storage_filesystem=filesystem, verbose=0, callbacks=[tracker],
-            stop=_Stop(tracker), failure_config=ray.tune.FailureConfig(max_failures=exp.max_retries),
+            stop=_Stop(tracker),
+            failure_config=ray.tune.FailureConfig(max_failures=exp.max_retries),
             # Population-based training copies other trials' checkpoints: it keeps more.
             checkpoint_config=ray.tune.CheckpointConfig(
                 num_to_keep=4 if scheduler_kind == "pbt" else 2)),
@@ -307,7 +305,6 @@ def _max_t(exp: Experiment, kind: str | None, settings: dict) -> int | None:
 
 class _Stop(_stopper_base()):
     """Ray Tune's stopper: ends every trial once the tracker has a reason to stop."""
-
     def __init__(self, tracker: _Tracker):
         self.tracker = tracker
 
@@ -344,7 +341,6 @@ class _TrialState:
 
 class _Tracker(_tune_base()):
     """Ray Tune callback in the driver: values, stop decisions, MLflow and the journal."""
-
     def __init__(self, exp: Experiment, journal: _journal.Journal, parent_run_id: str,
                  storage: str, history: list):
         self.exp = exp
@@ -388,7 +384,7 @@ class _Tracker(_tune_base()):
         self.number += 1
         self.trials[trial.trial_id] = state
         tid = trial.trial_id
-        _write(self.journal.append, "start", trial_id=tid, params=params)
+        tracking.writer().submit(self.journal.append, "start", trial_id=tid, params=params)
         if not self.exp.is_train_job:
             state.run = self._trial_run(tid, state)
             state.run.flush_soon()
@@ -408,7 +404,8 @@ class _Tracker(_tune_base()):
         if state.run_id is None and RUN_KEY in result:
             state.run_id = str(result[RUN_KEY])
             rid = state.run_id
-            _write(self.journal.append, "run", trial_id=trial.trial_id, run_id=rid)
+            tracking.writer().submit(self.journal.append, "run", trial_id=trial.trial_id,
+                                     run_id=rid)
         metrics = {k: float(v) for k, v in result.items() if self._is_metric(k, v)}
         value = metrics.get(self.objective.metric)
         if value is not None:
@@ -448,8 +445,6 @@ class _Tracker(_tune_base()):
 
     def _trial_run(self, tid: str, state: _TrialState):
         """The trial's nested MLflow run, buffered: its writes coalesce in the writer."""
-        from raymlp import tracking
-
         if self._experiment_id is None:
             self._experiment_id = tracking.get_run(self.parent_run_id).info.experiment_id
         tags = {tracking.TAG_KIND: "tune-trial", "raymlp.tune.trial_id": tid,
@@ -483,12 +478,10 @@ class _Tracker(_tune_base()):
             self.bar.update(1, best=self.best, running=len(self.trials),
                             failed=len(self.failures))
         state.trial = None  # the writer gets no Ray Tune object (its handles are Ray's)
-        _write(self._record_end, state, record)
+        tracking.writer().submit(self._record_end, state, record)
 
     def _record_end(self, state: _TrialState, record: dict) -> None:
         """In the writer thread: finish the trial's MLflow run, then journal the trial."""
-        from raymlp import tracking
-
         try:
             if state.run is not None:
                 run = state.run
@@ -544,16 +537,7 @@ class _Tracker(_tune_base()):
 
     def close(self) -> None:
         """Wait until every record of the experiment is written."""
-        from raymlp import tracking
-
         tracking.writer().flush()
-
-
-def _write(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Hand a write to the process's tracking writer (MLflow and the journal, in order)."""
-    from raymlp import tracking
-
-    tracking.writer().submit(lambda: fn(*args, **kwargs))
 
 
 # Keys Ray Tune adds to every result (not the trial's metrics).
@@ -579,7 +563,6 @@ def _error_text(trial) -> str | None:
 
 def _finish(exp: Experiment, journal: _journal.Journal, parent, tracker: _Tracker
             ) -> ExperimentResult:
-    from raymlp import tracking
 
     finished = journal.finished()
     trials = [Trial.from_record(r, exp.objective.metric, exp.name) for r in finished]

@@ -86,7 +86,7 @@ def wait_ready(head: Node, *, timeout_s: float) -> None:
         wait_for(f"the job API at {head.dashboard_url}", lambda: _healthy(head.dashboard_url),
                  timeout=timeout_s, period=0.5)
     except BaseException:
-        stop(head)
+        kill_nodes(head)
         raise
 
 
@@ -105,7 +105,7 @@ def _start(bin_dir: Path, *, num_cpus: int, resources: dict[str, float] | None,
                 dashboard_url=head.dashboard_url if head else f"http://127.0.0.1:{ports['dashboard']}",
                 temp_dir=temp_dir)
     if out.returncode != 0:
-        stop(node)
+        kill_nodes(node)
         raise RuntimeError(f"ray start failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return node
 
@@ -116,8 +116,3 @@ def _healthy(url: str) -> bool:
             return resp.status == 200
     except OSError:
         return False
-
-
-def stop(*nodes: Node) -> None:
-    """Kill the nodes' processes at once (:func:`tests.helpers.kill_nodes`)."""
-    kill_nodes(*nodes)

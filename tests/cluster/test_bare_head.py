@@ -32,7 +32,7 @@ from raymlp import _config
 from raymlp.cluster import _ship, connect
 from tests.cluster import bare_env, ray_nodes
 from tests.cluster.conftest import BUCKET
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, kill_nodes, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -90,7 +90,7 @@ def cluster(s3, tracking_server, tmp_path_factory):
         wait_for("the MLflow tracking server", lambda: _up(tracking_server[0]), timeout=120, period=0.5)
         yield head, nodes[1], bin_dir
     finally:
-        ray_nodes.stop(*nodes)
+        kill_nodes(*nodes)
 
 
 @pytest.fixture
